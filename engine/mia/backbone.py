@@ -1,0 +1,110 @@
+"""The backbone B of MIA: HMC images -> identity-free expression embedding e (paper Sec. 3.1, 4).
+
+Two residual networks, one for the two eye cameras stacked as channels and one for the mouth
+camera; each is a ResNet head, `blocks` bottleneck blocks and a 64-way fully connected layer after
+global average pooling. Every convolution is followed by ReLU and InstanceNorm, as in the paper;
+instance norm removes per-image contrast, which is most of what differs between IR captures.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from engine.mia.config import ModelConfig
+
+
+def conv_relu_norm(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """One paper layer: convolution, then ReLU, then instance normalisation."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.ReLU(inplace=True),
+        nn.InstanceNorm2d(out_ch, affine=True),
+    )
+
+
+class BottleneckUnit(nn.Module):
+    """A 1x1 reduce + 3x3 convolution pair with a shortcut around it (two of a block's convs).
+
+    The 3x3 carries the stride, so the first unit of a block downsamples; a strided 1x1 projection
+    with instance norm aligns the shortcut whenever the shape changes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        mid = max(out_ch // 2, 1)
+        self.body = nn.Sequential(
+            conv_relu_norm(in_ch, mid, 1), conv_relu_norm(mid, out_ch, 3, stride=stride)
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                nn.InstanceNorm2d(out_ch, affine=True),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+def bottleneck_block(in_ch: int, out_ch: int, convs: int) -> nn.Sequential:
+    """`convs` convolutions as `convs // 2` units; the first halves the resolution."""
+    units = [BottleneckUnit(in_ch, out_ch, stride=2)]
+    units += [BottleneckUnit(out_ch, out_ch) for _ in range(convs // 2 - 1)]
+    return nn.Sequential(*units)
+
+
+def block_widths(cfg: ModelConfig) -> list[int]:
+    """Output channels of each bottleneck block: doubling from the head width up to the cap."""
+    cap = cfg.backbone_width * cfg.backbone_max_width_mult
+    return [min(cfg.backbone_width * 2 ** (k + 1), cap) for k in range(cfg.blocks)]
+
+
+class BackboneBranch(nn.Module):
+    """One residual network of B: (N, in_ch, H, W) -> (N, embed_dim)."""
+
+    def __init__(self, in_ch: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            conv_relu_norm(in_ch, cfg.backbone_width, 7, stride=2),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        widths = [cfg.backbone_width, *block_widths(cfg)]
+        self.blocks = nn.Sequential(
+            *(bottleneck_block(a, b, cfg.convs_per_block) for a, b in zip(widths, widths[1:]))
+        )
+        self.fc = nn.Linear(widths[-1], cfg.embed_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.blocks(self.head(x))
+        return self.fc(features.mean(dim=(2, 3)))
+
+
+def normalise_images(images: Tensor, eps: float = 1e-5) -> Tensor:
+    """Per image and camera zero mean, unit std, so uint8, [0, 1] and pre-normalised input agree."""
+    x = images.float()
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
+    return (x - mean) / (std + eps)
+
+
+class Backbone(nn.Module):
+    """B: three HMC views -> e = [eyes embedding, mouth embedding], (N, 2 * embed_dim)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.eyes = BackboneBranch(2, cfg)
+        self.mouth = BackboneBranch(1, cfg)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """`images`: (N, 3, H, W) with cameras (left eye, right eye, mouth), any intensity scale."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                "Backbone expects HMC images shaped (N, 3, H, W) with the cameras (left eye, right "
+                f"eye, mouth) as channels, got {tuple(images.shape)}"
+            )
+        x = normalise_images(images)
+        return torch.cat([self.eyes(x[:, :2]), self.mouth(x[:, 2:])], dim=1)

@@ -1,0 +1,233 @@
+"""One face mesh inside a vispy scene, switchable between display modes.
+
+Shared by the 3D viewer and the retargeting grid so both draw faces the same way and
+both use the cheap per-frame path: the topology (faces, UVs, texture coordinates) is
+set once, and each frame only replaces vertex positions (and colours in error mode).
+vispy's MeshVisual draws un-indexed triangles, so per frame it gathers ``v[faces]`` and
+recomputes normals in numpy; for the ~8k-vertex face that is about a millisecond.
+
+Filter order matters: texture and wireframe modulate the base colour, then shading
+lights the result (texture -> wireframe -> shading).
+"""
+from __future__ import annotations
+
+import numpy as np
+from vispy import scene
+from vispy.gloo import VertexBuffer
+from vispy.visuals.filters import ShadingFilter, TextureFilter, WireframeFilter
+from vispy.visuals.mesh import MeshVisual
+from vispy.visuals.shaders import Function
+
+MODES: tuple[str, ...] = ("shaded", "textured", "wireframe", "error")
+SKIN_RGBA = (0.82, 0.70, 0.62, 1.0)
+WHITE_RGBA = (1.0, 1.0, 1.0, 1.0)
+
+
+def texture_as_uint8(texture: np.ndarray) -> np.ndarray:
+    """(h, w) or (h, w, 3|4) uint8 or float in [0, 1] -> contiguous uint8 (h, w, 3|4).
+
+    Gray textures are expanded to RGB so every texture takes the same GL path.
+    """
+    tex = np.asarray(texture)
+    if tex.dtype != np.uint8:
+        tex = (np.clip(tex.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if tex.ndim == 2:
+        tex = np.repeat(tex[:, :, None], 3, axis=2)
+    if tex.ndim != 3 or tex.shape[2] not in (3, 4):
+        raise ValueError(f"texture must be (h, w), (h, w, 3) or (h, w, 4), got {tex.shape}")
+    return np.ascontiguousarray(tex)
+
+
+class _StreamingMeshVisual(MeshVisual):
+    """MeshVisual whose per-frame upload keeps its shader program unchanged.
+
+    vispy's MeshVisual builds a new colour-transform shader function and a new colour
+    buffer on every data change, which relinks the GL program each frame (several ms
+    of regex/compile work). Here the function and buffers are created once and only
+    their contents change; the program relinks only when colours switch between
+    uniform and per-vertex (a mode change).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.unfreeze()
+        self._pass_color = Function("vec4 pass(vec4 color) { return color; }")
+        self._color_buffer = VertexBuffer(np.zeros((0, 4), np.float32))
+        self._lut_set = False
+        self.freeze()
+
+    def _update_data(self) -> bool | None:
+        md = self.mesh_data
+        v = md.get_vertices(indexed="faces")
+        if v is None:
+            return False
+        self._vertices.set_data(np.asarray(v, np.float32), convert=True)
+        program = self.shared_program
+        program.vert["position"] = self._vertices
+        program.vert["to_vec4"] = self._ensure_vec4_func(3)
+        program.vert["color_transform"] = self._pass_color
+        if not self._lut_set:
+            program["texture2D_LUT"] = self._cmap.texture_lut()
+            self._lut_set = True
+        if md.has_vertex_color():
+            colors = md.get_vertex_colors(indexed="faces").astype(np.float32)
+            self._color_buffer.set_data(colors.reshape(-1, 4), convert=True)
+            program.vert["base_color"] = self._color_buffer
+        else:
+            program.vert["base_color"] = self._color.rgba
+        self._data_changed = False
+        self.events.data_updated()
+        return None
+
+
+_StreamingMesh = scene.visuals.create_visual_node(_StreamingMeshVisual)
+
+
+class FaceMesh:
+    """A mesh visual plus its texture / wireframe / shading filters and display mode."""
+
+    def __init__(self, parent: scene.Node) -> None:
+        # A placeholder triangle: vispy's shading filter needs mesh data when attached.
+        self.visual = _StreamingMesh(vertices=np.zeros((3, 3), np.float32),
+                                         faces=np.array([[0, 1, 2]], np.uint32),
+                                         color=SKIN_RGBA, parent=parent)
+        self.visual.visible = False
+        self._faces: np.ndarray | None = None
+        self._vertices: np.ndarray | None = None
+        self._colors: np.ndarray | None = None
+        self._mode = "shaded"
+        self._has_texture = False
+        self._texture_shape: tuple[int, ...] = ()
+        self._texture_filter: TextureFilter | None = None
+        self._wireframe = WireframeFilter(color=(0.12, 0.12, 0.14, 1.0), width=0.7, enabled=False)
+        self._shading = ShadingFilter(shading="smooth", shininess=40, specular_coefficient=0.25,
+                                      ambient_light=(1, 1, 1, 0.35), diffuse_light=(1, 1, 1, 0.75))
+        self._attached: list = []
+        self._attach_filters()
+
+    # -- topology ---------------------------------------------------------------------
+    @property
+    def vertex_count(self) -> int:
+        """Number of vertices the current topology expects (0 before set_topology)."""
+        return 0 if self._faces is None else self._n_vertices
+
+    def set_topology(self, faces: np.ndarray, uvs: np.ndarray | None = None) -> None:
+        """Fix the triangles (F, 3) and optional per-vertex UVs (V, 2), OBJ convention (v up)."""
+        faces = np.ascontiguousarray(faces, dtype=np.uint32)
+        if faces.ndim != 2 or faces.shape[1] != 3:
+            raise ValueError(f"faces must be (F, 3), got {faces.shape}")
+        n = int(faces.max()) + 1 if faces.size else 0
+        if uvs is not None:
+            uvs = np.asarray(uvs, dtype=np.float32)
+            if uvs.ndim != 2 or uvs.shape[1] != 2 or len(uvs) < n:
+                raise ValueError(f"uvs must be (V, 2) with V >= {n}, got {uvs.shape}")
+            n = len(uvs)
+        self._faces, self._n_vertices = faces, n
+        self._vertices, self._colors = None, None
+        self.visual.visible = False
+        self.visual.set_data(vertices=np.zeros((n, 3), np.float32), faces=faces, color=SKIN_RGBA)
+        self._texture_filter = None
+        if uvs is not None:
+            texcoords = np.column_stack([uvs[:, 0], 1.0 - uvs[:, 1]]).astype(np.float32)
+            self._texture_filter = TextureFilter(np.full((1, 1, 3), 255, np.uint8), texcoords,
+                                                 enabled=False)
+            self._has_texture = False
+        self._attach_filters()
+        self._refresh()
+
+    def _attach_filters(self) -> None:
+        for filt in self._attached:
+            self.visual.detach(filt)
+        wanted = [self._texture_filter, self._wireframe, self._shading]
+        self._attached = [f for f in wanted if f is not None]
+        for filt in self._attached:
+            self.visual.attach(filt)
+
+    # -- per-frame data -------------------------------------------------------------------
+    def set_vertices(self, vertices: np.ndarray | None) -> None:
+        """Replace vertex positions (V, 3) in mm; None hides the mesh."""
+        if vertices is None:
+            self._vertices = None
+            self.visual.visible = False
+            return
+        vertices = np.asarray(vertices, dtype=np.float32)
+        if self._faces is None:
+            raise ValueError("set_topology must be called before set_vertices")
+        if vertices.shape != (self._n_vertices, 3):
+            raise ValueError(f"vertices must be ({self._n_vertices}, 3) for this topology, "
+                             f"got {vertices.shape}")
+        self._vertices = vertices
+        self.visual.visible = True
+        self._refresh()
+
+    def set_vertex_colors(self, colors: np.ndarray | None) -> None:
+        """Per-vertex RGBA (V, 4) in [0, 1] shown in error mode; None falls back to skin."""
+        if colors is not None:
+            colors = np.asarray(colors, dtype=np.float32)
+            if colors.shape != (self._n_vertices, 4):
+                raise ValueError(f"colours must be ({self._n_vertices}, 4), got {colors.shape}")
+        self._colors = colors
+        if self._mode == "error":
+            self._refresh()
+
+    def set_texture(self, texture: np.ndarray | None) -> None:
+        """Upload an albedo texture; reuses the GL texture when the size is unchanged."""
+        if self._texture_filter is None:
+            self._has_texture = False
+            return
+        if texture is None:
+            self._has_texture = False
+        else:
+            tex = texture_as_uint8(texture)
+            if self._has_texture and self._texture_shape == tex.shape:
+                self._texture_filter.fshader["u_texture"].value.set_data(tex)
+            else:
+                self._texture_filter.texture = tex
+                self._texture_filter.fshader["u_texture"].value.interpolation = "linear"
+                self._texture_shape = tex.shape
+            self._has_texture = True
+        self._apply_mode()
+        self.visual.update()
+
+    @property
+    def has_texture(self) -> bool:
+        """True when textured mode can show a real texture (UVs and a texture given)."""
+        return self._has_texture and self._texture_filter is not None
+
+    # -- display mode -------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def set_mode(self, mode: str) -> None:
+        """One of MODES; textured without a texture and error without colours look shaded."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self._mode = mode
+        self._apply_mode()
+        self._refresh()
+
+    def _apply_mode(self) -> None:
+        textured = self._mode == "textured" and self.has_texture
+        if self._texture_filter is not None:
+            self._texture_filter.enabled = textured
+        self._wireframe.enabled = self._mode == "wireframe"
+
+    def _refresh(self) -> None:
+        if self._faces is None or self._vertices is None:
+            return
+        textured = self._mode == "textured" and self.has_texture
+        colors = self._colors if self._mode == "error" else None
+        self.visual.set_data(vertices=self._vertices, faces=self._faces, vertex_colors=colors,
+                             color=WHITE_RGBA if textured else SKIN_RGBA)
+
+    # -- lighting ---------------------------------------------------------------------------
+    def set_light_dir(self, direction: np.ndarray) -> None:
+        """Direction the light travels, in scene coordinates (for a head-light)."""
+        self._shading.light_dir = tuple(float(x) for x in direction[:3])
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(min, max) corners of the current vertices, or None when there are none."""
+        if self._vertices is None:
+            return None
+        return self._vertices.min(axis=0), self._vertices.max(axis=0)
