@@ -11,3 +11,19 @@ class MiaError(Exception):
 
 class CaptureError(MiaError, ValueError):
     """An HMC capture folder (see engine/capture.py) is missing, malformed or inconsistent."""
+
+
+class MeshError(MiaError, ValueError):
+    """A mesh file cannot be read or does not fit the model topology; ``info`` says what was found."""
+
+    def __init__(self, message: str, info=None):
+        super().__init__(message)
+        self.info = info
+
+
+class CheckpointError(MiaError, ValueError):
+    """A model checkpoint is missing, corrupt, or made for another mesh topology."""
+
+
+class ConfigError(MiaError, ValueError):
+    """A configuration file or value is invalid."""

@@ -109,6 +109,7 @@ class SynthConfig:
     identities: int = 8
     captures_per_identity: int = 2
     storage: str = "ffv1"
+    supersample: int = 1             # render at k x size and average (anti-aliasing)
     seed: int = 0
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     headset: HeadsetConfig = field(default_factory=HeadsetConfig)

@@ -1,0 +1,99 @@
+"""Mesh files (OBJ/PLY/GLB) through trimesh, checked against the model topology with clear errors.
+
+Vertex order is what makes a neutral mesh usable by the shape network, so loading never lets trimesh
+merge or reorder vertices (``process=False``) and checks count and finiteness against the topology.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import MeshError
+
+MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+
+
+@dataclass
+class MeshInfo:
+    """What the neutral-mesh panel shows about a loaded file."""
+
+    path: str
+    vertex_count: int
+    face_count: int
+    units: str
+    bbox_mm: tuple[float, float, float]
+    matches_topology: bool
+    message: str
+
+
+def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (V, 3) float32 and faces (F, 3) int32 of a mesh file, in file order."""
+    import trimesh
+    path = Path(path)
+    if not path.exists():
+        raise MeshError(f"{path}: no such mesh file")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise MeshError(f"{path}: unsupported mesh format {path.suffix!r}; expected one of {MESH_SUFFIXES}")
+    try:
+        mesh = trimesh.load(path, process=False, force="mesh")
+    except Exception as err:  # trimesh raises many types for a broken file
+        raise MeshError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
+    verts = np.asarray(mesh.vertices, np.float32)
+    faces = np.asarray(mesh.faces, np.int32)
+    if verts.ndim != 2 or verts.shape[0] == 0:
+        raise MeshError(f"{path}: the file holds no vertices")
+    if not np.isfinite(verts).all():
+        bad = int(np.argmax(~np.isfinite(verts).all(1)))
+        raise MeshError(f"{path}: vertex {bad} is NaN or infinite")
+    return verts, faces
+
+
+def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None) -> Path:
+    """Write a mesh atomically (temp file + rename) in the format of the suffix."""
+    import trimesh
+    path = Path(path)
+    visual = trimesh.visual.TextureVisuals(uv=uvs) if uvs is not None else None
+    mesh = trimesh.Trimesh(np.asarray(vertices, np.float64), np.asarray(faces), visual=visual, process=False)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    mesh.export(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def guess_units(vertices: np.ndarray) -> tuple[str, float]:
+    """('mm'|'cm'|'m', factor to mm) from the face's size: a head is ~150 mm across."""
+    extent = float(np.ptp(vertices, axis=0).max())
+    if extent < 1.0:
+        return "m", 1000.0
+    if extent < 40.0:
+        return "cm", 10.0
+    return "mm", 1.0
+
+
+def check_topology(vertices: np.ndarray, faces: np.ndarray | None, vertex_count: int, topology_faces: np.ndarray | None,
+                   topology_name: str, path: str = "mesh") -> str:
+    """'' when the mesh fits the topology, else why not (what was expected, what was found)."""
+    if len(vertices) != vertex_count:
+        return (f"{path}: expected {vertex_count} vertices (topology {topology_name}), got {len(vertices)}; "
+                "the neutral mesh must be registered to the model topology (same vertex order)")
+    if faces is not None and topology_faces is not None and len(faces) and len(faces) == len(topology_faces) \
+            and not np.array_equal(np.sort(faces, 1), np.sort(topology_faces, 1)):
+        return f"{path}: vertex count matches but the triangles differ from topology {topology_name}"
+    return ""
+
+
+def load_neutral(path: str | os.PathLike, vertex_count: int, topology_faces: np.ndarray | None = None,
+                 topology_name: str = "model") -> tuple[np.ndarray, MeshInfo]:
+    """A neutral mesh converted to mm, with the info the GUI shows; raises MeshError on a mismatch."""
+    verts, faces = load_mesh(path)
+    units, scale = guess_units(verts)
+    verts = verts * scale
+    message = check_topology(verts, faces, vertex_count, topology_faces, topology_name, str(path))
+    info = MeshInfo(str(path), len(verts), len(faces), units, tuple(float(x) for x in np.ptp(verts, 0)),
+                    not message, message)
+    if message:
+        raise MeshError(message, info=info)
+    return verts.astype(np.float32), info
