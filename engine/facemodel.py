@@ -7,15 +7,18 @@ jaw blendshapes carry the teeth and gums), and per-vertex region masks.
 Two vertex sets matter:
 - the *full* kit mesh (24,591 vertices) is what the synthetic headset renders (face, mouth socket,
   teeth, gums, eyeballs), so the mouth camera sees teeth and tongue when the jaw opens;
-- the *model topology* ``ict-narrow-iris`` (the kit's narrow face plus both irises, 8,306 vertices)
+- the *model topology* ``ict-narrow-iris`` (the kit's narrow face plus the front cap of both eyes:
+  iris, pupil and cornea, which gaze moves)
   is what the MIA shape network predicts, what captures store as ground truth, and what a user's
   neutral mesh must match. It plays the role of the paper's 7,306-vertex face mesh.
 
 Region masks (the paper's W_S regions and the eyes/mouth/face error metrics) are chosen from the
 model's own blendshapes, not drawn by hand: a vertex belongs to *eyes* when the eyelid/gaze/squint
 blendshapes move it by more than 0.5 mm (plus the irises), to *mouth* when the mouth and jaw
-blendshapes move it by more than 1 mm and it lies within 40 mm of the mouth centre; *face* is every
-vertex of the model topology.
+blendshapes move it by more than 1 mm, it lies within 40 mm of the mouth centre and below the base
+of the nose; a vertex both
+would claim goes to the nearer centre (eye or mouth, in the frontal plane); *face* is every vertex
+of the model topology.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ EYE_MOVE_MM = 0.5
 MOUTH_MOVE_MM = 1.0
 MOUTH_RADIUS_MM = 40.0
 MAX_GAZE_RAD = np.deg2rad(30.0)
+CORNEA_COS = np.cos(np.deg2rad(50.0))
 
 
 @dataclass(frozen=True)
@@ -151,10 +155,15 @@ class FaceModel:
     @cached_property
     def topology(self) -> Topology:
         """The model topology: narrow face + irises, what G predicts and captures store."""
-        keep = np.concatenate([self.vertex_range("narrow_face"), self.vertex_range("iris_left"),
-                               self.vertex_range("iris_right")])
+        keep = np.concatenate([self.vertex_range("narrow_face"), self.cornea("left"), self.cornea("right")])
         faces = _subset_faces(self.faces, keep, self.vertex_count)
         return Topology(TOPOLOGY_NAME, keep, faces, self.vertex_uvs[keep])
+
+    def cornea(self, side: str) -> np.ndarray:
+        """Kit vertices of the front cap of an eye (iris and pupil under the cornea), what gaze moves."""
+        idx = self.vertex_range(f"iris_{side}")
+        d = self.neutral[idx] - self._eye_centres[side]
+        return idx[d[:, 2] / np.linalg.norm(d, axis=1) > CORNEA_COS]
 
     @cached_property
     def vertex_uvs(self) -> np.ndarray:
@@ -181,12 +190,15 @@ class FaceModel:
     def region_masks(self) -> dict[str, np.ndarray]:
         """Boolean (V,) masks over the model topology for 'eyes', 'mouth' and 'face' (see module doc)."""
         kit = self.topology.kit_index
-        eyes = self._max_move(EYE_BLENDSHAPE_PREFIXES) > EYE_MOVE_MM
+        d_mouth = np.linalg.norm(self.neutral[:, :2] - self.mouth_centre[:2], axis=1)
+        d_eye = np.min([np.linalg.norm(self.neutral[:, :2] - self.eye_centre(s)[:2], axis=1)
+                        for s in ("left", "right")], axis=0)
+        eyes = (self._max_move(EYE_BLENDSHAPE_PREFIXES) > EYE_MOVE_MM) & (d_eye < d_mouth)
         for side in ("left", "right"):
-            eyes[slice(*self.ranges[f"iris_{side}"])] = True
-        mouth_centre = self.neutral[slice(*self.ranges["mouth_socket"])].mean(0)
-        near_mouth = np.linalg.norm(self.neutral[:, :2] - mouth_centre[:2], axis=1) < MOUTH_RADIUS_MM
-        mouth = (self._max_move(MOUTH_BLENDSHAPE_PREFIXES) > MOUTH_MOVE_MM) & near_mouth
+            eyes[self.cornea(side)] = True
+        below_nose = self.neutral[:, 1] < self.neutral[self.landmarks68[33], 1]  # under the subnasale
+        mouth = ((self._max_move(MOUTH_BLENDSHAPE_PREFIXES) > MOUTH_MOVE_MM) & (d_mouth < MOUTH_RADIUS_MM)
+                 & (d_mouth <= d_eye) & below_nose)
         return {"eyes": eyes[kit], "mouth": mouth[kit], "face": np.ones(len(kit), bool)}
 
     @cached_property

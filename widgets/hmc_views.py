@@ -11,12 +11,13 @@ from typing import Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 CAMERA_NAMES: tuple[str, str, str] = ("Left eye", "Right eye", "Mouth")
 OK_COLOR, BAD_COLOR = (90, 220, 120), (255, 90, 80)
 BADGE_FILL = (0, 0, 0, 160)
+BACKGROUND = (24, 25, 28)
 Roi = tuple[int, int, int, int]
 
 
@@ -27,8 +28,6 @@ class HMCViews(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._layout = pg.GraphicsLayoutWidget()
-        self._layout.setBackground((24, 25, 28))
         self._views: list[pg.ViewBox] = []
         self._images: list[pg.ImageItem] = []
         self._badges: list[pg.TextItem] = []
@@ -36,17 +35,20 @@ class HMCViews(QWidget):
         self._shapes: list[tuple[int, ...]] = [(), (), ()]
         self._roi_visible = False
         self._updating_roi = False
-        for cam, name in enumerate(CAMERA_NAMES):
-            self._layout.addLabel(name, row=0, col=cam, size="9pt")
-            self._add_panel(cam)
-        layout = QVBoxLayout(self)
+        layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self._layout)
+        layout.setSpacing(4)
+        for cam, name in enumerate(CAMERA_NAMES):
+            layout.addWidget(self._make_panel(cam, name), stretch=1)
         self.setMinimumSize(360, 140)
 
-    def _add_panel(self, cam: int) -> None:
-        view = self._layout.addViewBox(row=1, col=cam, lockAspect=True, invertY=True,
-                                       enableMouse=False, enableMenu=False)
+    def _make_panel(self, cam: int, name: str) -> QWidget:
+        """Title above a one-ViewBox graphics view (separate views keep equal widths)."""
+        graphics = pg.GraphicsLayoutWidget()
+        graphics.setBackground(BACKGROUND)
+        graphics.ci.setContentsMargins(2, 2, 2, 2)
+        view = graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
+                                   enableMouse=False, enableMenu=False)
         image = pg.ImageItem(axisOrder="row-major", levels=(0, 255))
         view.addItem(image)
         badge = pg.TextItem("no signal", color=BAD_COLOR, fill=BADGE_FILL, anchor=(0, 0))
@@ -61,6 +63,15 @@ class HMCViews(QWidget):
         self._images.append(image)
         self._badges.append(badge)
         self._rois.append(roi)
+        title = QLabel(name)
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        panel = QWidget()
+        column = QVBoxLayout(panel)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(title)
+        column.addWidget(graphics, stretch=1)
+        return panel
 
     # -- frames -----------------------------------------------------------------------
     def set_frames(self, frames: np.ndarray | Sequence[np.ndarray | None]) -> None:

@@ -19,27 +19,9 @@ from vispy import scene
 from vispy.color import Colormap
 
 from widgets.colormap import DEFAULT_COLORMAP, apply_colormap, colormap_lut
+from widgets.face_camera import (BACKGROUND, TITLE_COLOR, VISUAL_APP, frame_camera,
+                                 headlight_direction, make_front_camera)
 from widgets.face_mesh import MODES, FaceMesh
-
-BACKGROUND = (0.13, 0.14, 0.16, 1.0)
-TITLE_COLOR = (0.9, 0.9, 0.9, 1.0)
-# Direction the light travels in camera coordinates (x right, y up, looking down -z):
-# from the viewer's upper left towards the face. It moves with the camera (a head-light).
-LIGHT_IN_CAMERA = np.array([0.35, -0.45, -1.0, 0.0])
-FRONT_AZIMUTH, FRONT_ELEVATION = 90.0, 0.0  # with up='+y' this looks down -z
-
-
-def make_front_camera() -> scene.TurntableCamera:
-    """A turntable camera with y up, looking at the face from the front."""
-    return scene.TurntableCamera(up="+y", fov=30.0, azimuth=FRONT_AZIMUTH,
-                                 elevation=FRONT_ELEVATION)
-
-
-def frame_camera(camera: scene.TurntableCamera, lo: np.ndarray, hi: np.ndarray) -> None:
-    """Centre the camera on the box (lo, hi) seen from the front, with a small margin."""
-    camera.center = tuple(float(c) for c in (lo + hi) / 2.0)
-    camera.scale_factor = float(max(hi[0] - lo[0], hi[1] - lo[1], 1e-3)) * 1.15
-    camera.azimuth, camera.elevation, camera.roll = FRONT_AZIMUTH, FRONT_ELEVATION, 0.0
 
 
 class MeshViewer(QWidget):
@@ -57,7 +39,8 @@ class MeshViewer(QWidget):
         self._needs_framing = True
         self._draw_start = 0.0
 
-        self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, show=False)
+        self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, show=False,
+                                        app=VISUAL_APP)
         self._grid: scene.widgets.Grid | None = None
         self._title = scene.Label("Driven", color=TITLE_COLOR, font_size=10)
         self._gt_title = scene.Label("Ground truth", color=TITLE_COLOR, font_size=10)
@@ -197,8 +180,8 @@ class MeshViewer(QWidget):
             grid.add_widget(self._colorbar, row=1, col=col)
 
     def _follow_light(self, event: object = None) -> None:
-        light = np.asarray(self._view.camera.transform.map(LIGHT_IN_CAMERA))[:3]
-        if np.all(np.isfinite(light)) and np.linalg.norm(light) > 0:
+        light = headlight_direction(self._view.camera)
+        if light is not None:
             self._driven.set_light_dir(light)
             self._gt.set_light_dir(light)
 

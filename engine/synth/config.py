@@ -50,7 +50,7 @@ class HeadsetConfig:
     """A headset's three near-field cameras: nominal rig plus per-unit assembly variation."""
 
     eye_fov_deg: float = 72.0
-    mouth_fov_deg: float = 95.0
+    mouth_fov_deg: float = 80.0
     distortion_k1: float = -0.18      # barrel distortion of the wide lenses
     distortion_k2: float = 0.03
     placement_mm: float = 2.0         # std of per-headset camera position error

@@ -1,0 +1,309 @@
+"""HMC training data: capture folders -> in-memory samples for MIA training and adaptation.
+
+Frames are decoded once and kept as uint8 (N, 3, S, S) at the model's image size (decoding FFV1 per
+sample would cost more than the tiny networks' forward pass); meshes and visibility stay
+memory-mapped, since at ~100 KB a frame they are what would otherwise fill the memory. Each
+sample carries what the losses of eqs. 2 and 5 need: the ground-truth mesh, the shape weights W_S,
+the subject's neutral mesh S_N, and the avatar code z when the capture has one.
+
+W_S: a vertex seen by any of the three cameras in that frame weighs 1, an unseen one
+UNSEEN_WEIGHT = 0.1. The paper masks to "visible areas"; a small weight instead of 0 keeps the
+unseen parts of the face (forehead, cheeks behind the headset) anchored to plausible shapes,
+which matters when the shape is driven for untrained subjects.
+
+Samples are addressed by *keys*, ``epoch * len(dataset) + index``: the key picks the frame and
+seeds that sample's random draws (3D augmentation, texture view), so a sample is a pure function
+of (seed, key) whichever process or DataLoader worker builds it. That is what makes resumed and
+distributed runs reproduce an uninterrupted single-process run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.capture import CaptureMeta, list_captures, open_capture, read_meta
+from engine.errors import CaptureError, ConfigError, MeshError
+from engine.meshio import load_neutral
+from engine.render import PinholeCamera
+
+SEEN_WEIGHT = 1.0
+UNSEEN_WEIGHT = 0.1
+FRONTAL_VIEW = (0.0, 0.0, 1.0)  # head space: the face looks down +z
+VIEW_CONE_DEG = 30.0  # texture views for the D_i loss are drawn within this cone around frontal
+SPLITS = ("all", "train", "val")
+
+
+def split_frames(frame_count: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) frame indices of one capture: the last `val_fraction` of it is held out.
+
+    A contiguous tail rather than random frames, because neighbouring frames are near duplicates
+    and a random split would put the validation frames' twins in the training set.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(frame_count * val_fraction))
+    cut = frame_count - n_val
+    return np.arange(cut), np.arange(cut, frame_count)
+
+
+def select_frames(frame_count: int, split: str, val_fraction: float) -> np.ndarray:
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return np.arange(frame_count)
+    train, val = split_frames(frame_count, val_fraction)
+    return train if split == "train" else val
+
+
+def find_captures(source: str | os.PathLike | Sequence[str | os.PathLike],
+                  subjects: Sequence[str] | None = None,
+                  captures: Sequence[str] | None = None) -> list[Path]:
+    """Capture folders from a dataset root (searched recursively) or an explicit list, filtered.
+
+    `subjects` keeps captures whose capture.json subject_id is listed, `captures` those whose
+    folder name is listed; an empty result is an error that says what was looked for.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if not root.is_dir():
+            raise CaptureError(f"{root}: no such dataset folder")
+        paths = [root] if (root / "capture.json").is_file() else list_captures(root)
+        where = str(root)
+    else:
+        paths = [Path(p) for p in source]
+        where = f"the {len(paths)} given capture folders"
+    if not paths:
+        raise CaptureError(f"{where}: no capture folders found (expected folders with capture.json)")
+    if captures is not None:
+        wanted = set(captures)
+        missing = sorted(wanted - {p.name for p in paths})
+        if missing:
+            raise CaptureError(f"{where}: no captures named {missing}; found "
+                               f"{sorted(p.name for p in paths)}")
+        paths = [p for p in paths if p.name in wanted]
+    if subjects is not None:
+        wanted = set(subjects)
+        by_subject = {p: read_meta(p).subject_id for p in paths}
+        missing = sorted(wanted - set(by_subject.values()))
+        if missing:
+            raise CaptureError(f"{where}: no captures of subjects {missing}; found subjects "
+                               f"{sorted(set(by_subject.values()))}")
+        paths = [p for p in paths if by_subject[p] in wanted]
+    return paths
+
+
+def neutral_path(capture: Path, subject: str) -> Path:
+    """Where the dataset layout keeps a subject's neutral: <root>/subjects/<id>/neutral.obj."""
+    return capture.resolve().parent.parent / "subjects" / subject / "neutral.obj"
+
+
+def frame_cameras(meta: CaptureMeta, head_pose: np.ndarray | None, size: int) -> list[PinholeCamera]:
+    """The three cameras that saw one frame, for `size` x `size` images: calibration o head pose."""
+    out = []
+    for c in meta.cameras:
+        cam = PinholeCamera(c.width, c.height, c.fx, c.fy, c.cx, c.cy, tuple(c.dist.tolist()),
+                            c.R.astype(np.float32), c.t.astype(np.float32)).scaled(size, size)
+        if head_pose is not None:
+            m = cam.mv @ np.asarray(head_pose, np.float32)
+            cam = PinholeCamera(size, size, cam.fx, cam.fy, cam.cx, cam.cy, cam.dist,
+                                m[:3, :3], m[:3, 3])
+        out.append(cam)
+    return out
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, 3, H, W) uint8 -> (T, 3, size, size); area averaging when shrinking (no aliasing)."""
+    if frames.shape[2:] == (size, size):
+        return frames
+    shrink = size < max(frames.shape[2:])
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = np.empty((*frames.shape[:2], size, size), np.uint8)
+    for t in range(frames.shape[0]):
+        for c in range(3):
+            out[t, c] = cv2.resize(frames[t, c], (size, size), interpolation=interp)
+    return out
+
+
+def unit_view(rng: np.random.Generator, cone_deg: float = VIEW_CONE_DEG) -> np.ndarray:
+    """A random unit view vector within `cone_deg` of frontal (for the texture loss of eq. 5)."""
+    theta = np.deg2rad(cone_deg) * np.sqrt(rng.random())
+    phi = 2 * np.pi * rng.random()
+    return np.array([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)],
+                    np.float32)
+
+
+@dataclass
+class CaptureData:
+    """One capture's selected frames in memory (frames) or memory-mapped (meshes, visibility)."""
+
+    path: Path
+    subject: str
+    meta: CaptureMeta
+    frame_index: np.ndarray  # (N,) indices into the capture of the selected frames
+    frames: np.ndarray  # (N, 3, S, S) uint8
+    meshes: np.ndarray  # (T, V, 3) float32 mm, memory-mapped, whole capture
+    visibility: np.ndarray | None  # (T, 3, V) uint8
+    codes: np.ndarray | None  # (T, 256) float32
+    head_pose: np.ndarray | None  # (T, 4, 4)
+
+
+def load_capture(path: Path, size: int, split: str, val_fraction: float) -> CaptureData:
+    with open_capture(path) as cap:
+        if cap.meshes is None:
+            raise CaptureError(f"{path}: has no meshes.npy; training needs the ground-truth meshes")
+        index = select_frames(len(cap), split, val_fraction)
+        if index.size == 0:
+            raise CaptureError(f"{path}: the '{split}' split (val_fraction {val_fraction}) of its "
+                               f"{len(cap)} frames is empty")
+        frames = np.stack([cap.frame(int(i)) for i in index])
+        codes = None if cap.codes is None else np.asarray(cap.codes, np.float32)
+        head_pose = None if cap.head_pose is None else np.asarray(cap.head_pose, np.float32)
+        return CaptureData(path, cap.meta.subject_id, cap.meta, index, resize_frames(frames, size),
+                           cap.meshes, cap.visibility, codes, head_pose)
+
+
+class HMCDataset(Dataset):
+    """Samples of HMC captures for training: one dict of tensors per (capture, frame).
+
+    Item keys: images (3, S, S) uint8, mesh (V, 3) and neutral (V, 3) float32 mm, shape_weights
+    (V,) float32 (W_S), code (256,) float32 (NaN when has_code is False), has_code bool, view (3,)
+    float32, frame and key int64, subject str.
+
+    `neutrals` maps subject -> (V, 3) mm neutral mesh; subjects not in it are read from the dataset
+    layout's subjects/<id>/neutral.obj. `topology` ({"name", "vertex_count", "hash"}, e.g. a
+    checkpoint's) and `faces` are checked against every capture and neutral. `augment` (an
+    engine.mia.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
+    it needs `faces` and belongs on the training split only.
+    """
+
+    def __init__(self, captures: Sequence[str | os.PathLike], image_size: int, *,
+                 split: str = "all", val_fraction: float = 0.2,
+                 neutrals: dict[str, np.ndarray] | None = None, topology: dict | None = None,
+                 faces: np.ndarray | None = None, augment: Any = None, seed: int = 0) -> None:
+        if not captures:
+            raise CaptureError("HMCDataset: no capture folders given")
+        self.image_size, self.seed, self.faces = image_size, seed, faces
+        self.captures = [load_capture(Path(p), image_size, split, val_fraction) for p in captures]
+        self.vertex_count = self._check_topology(topology)
+        self.topology = topology or self._capture_topology()
+        self.neutrals = self._load_neutrals(neutrals or {})
+        self._index = np.concatenate([np.stack([np.full(len(c.frame_index), k), np.arange(len(
+            c.frame_index))], 1) for k, c in enumerate(self.captures)])
+        self.augment = augment if augment is not None and getattr(augment, "enabled", True) else None
+        if self.augment is not None and faces is None:
+            raise ConfigError("HMCDataset: 3D augmentation needs the topology's faces to re-render")
+        self._augmenter: Any = None
+
+    # ----- construction checks
+    def _check_topology(self, topology: dict | None) -> int:
+        counts = {c.path: c.meshes.shape[1] for c in self.captures}
+        expected = int(topology["vertex_count"]) if topology else next(iter(counts.values()))
+        source = f"topology {topology['name']!r}" if topology else str(self.captures[0].path)
+        for c in self.captures:
+            if counts[c.path] != expected:
+                raise CaptureError(f"{c.path / 'meshes.npy'}: meshes have {counts[c.path]} vertices "
+                                   f"but {source} has {expected}; all captures must share one topology")
+            ref = c.meta.topology
+            if topology and ref is not None and topology.get("hash") and ref.hash != topology["hash"]:
+                raise CaptureError(f"{c.path / 'capture.json'}: topology {ref.name!r} (hash {ref.hash}) "
+                                   f"differs from {source} (hash {topology['hash']})")
+        return expected
+
+    def _capture_topology(self) -> dict:
+        ref = self.captures[0].meta.topology
+        if ref is not None:
+            return ref.to_dict()
+        return {"name": "unknown", "vertex_count": self.vertex_count, "hash": ""}
+
+    def _load_neutrals(self, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        name = str(self.topology.get("name", "model"))
+        for c in self.captures:
+            if c.subject in out:
+                continue
+            if c.subject in given:
+                mesh = np.asarray(given[c.subject], np.float32)
+                if mesh.shape != (self.vertex_count, 3):
+                    raise MeshError(f"neutral mesh given for subject {c.subject!r} has shape "
+                                    f"{mesh.shape}, expected ({self.vertex_count}, 3) (topology {name})")
+            else:
+                path = neutral_path(c.path, c.subject)
+                if not path.is_file():
+                    raise MeshError(f"{path}: missing; subject {c.subject!r} of capture {c.path} needs "
+                                    "a neutral mesh (dataset layout subjects/<id>/neutral.obj, or pass it in)")
+                mesh, _ = load_neutral(path, self.vertex_count, self.faces, name)
+            out[c.subject] = mesh
+        return out
+
+    # ----- what the trainer asks about
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted(self.neutrals)
+
+    def subject_codes(self, subject: str) -> np.ndarray | None:
+        """All codes of `subject` in this dataset's frames (T, 256), or None if it has none."""
+        parts = [c.codes[c.frame_index] for c in self.captures
+                 if c.subject == subject and c.codes is not None]
+        return np.concatenate(parts) if parts else None
+
+    def cameras(self, i: int) -> list[PinholeCamera]:
+        """The three cameras of sample i at the model image size (calibration o head pose)."""
+        c, j = self._locate(i)
+        pose = None if c.head_pose is None else c.head_pose[c.frame_index[j]]
+        return frame_cameras(c.meta, pose, self.image_size)
+
+    def _locate(self, i: int) -> tuple[CaptureData, int]:
+        k, j = self._index[i]
+        return self.captures[k], int(j)
+
+    # ----- samples
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        key = int(key)
+        i = key % len(self)
+        c, j = self._locate(i)
+        t = int(c.frame_index[j])
+        mesh = np.asarray(c.meshes[t], np.float32)
+        weights = np.full(self.vertex_count, SEEN_WEIGHT, np.float32)
+        if c.visibility is not None:
+            weights[~np.asarray(c.visibility[t]).any(axis=0)] = UNSEEN_WEIGHT
+        has_code = c.codes is not None
+        code = c.codes[t] if has_code else np.full(256, np.nan, np.float32)
+        rng = np.random.default_rng([self.seed, key])
+        images = c.frames[j]
+        if self.augment is not None:
+            images = self._augment(images, mesh, self.cameras(i), rng)
+        return {
+            "images": torch.from_numpy(np.ascontiguousarray(images)),
+            "mesh": torch.from_numpy(mesh),
+            "neutral": torch.from_numpy(self.neutrals[c.subject]),
+            "shape_weights": torch.from_numpy(weights),
+            "code": torch.from_numpy(np.asarray(code, np.float32)),
+            "has_code": torch.tensor(has_code),
+            "view": torch.from_numpy(unit_view(rng)),
+            "frame": torch.tensor(t),
+            "key": torch.tensor(key),
+            "subject": c.subject,
+        }
+
+    def _augment(self, images: np.ndarray, mesh: np.ndarray, cameras: list[PinholeCamera],
+                 rng: np.random.Generator) -> np.ndarray:
+        """Built on first use, so each DataLoader worker owns its renderer (GL is not fork-safe)."""
+        if self._augmenter is None:
+            from engine.mia.augment import Augmenter
+            self._augmenter = Augmenter(self.augment, self.faces, self.image_size)
+        return self._augmenter(images, mesh, cameras, rng)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_augmenter"] = None
+        return state

@@ -1,0 +1,484 @@
+"""Widgets driven with synthetic numpy data: what they show and what they emit.
+
+GUI tests need an X display (see conftest.py). Set MIA_SCREENSHOT_DIR to keep the
+rendered images for a look.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
+
+from widgets.colormap import apply_colormap, available_colormaps, colormap_lut
+
+gui = pytest.mark.gui
+BACKGROUND_RGB = np.array([33, 36, 41])  # widgets.face_camera.BACKGROUND in 0..255
+
+
+# -- helpers ------------------------------------------------------------------------------
+def dome_mesh(n: int = 40, size_mm: float = 140.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A face-sized bump on a square grid, looking along +z, y up: (V,3) mm, (F,3), (V,2)."""
+    t = np.linspace(-0.5, 0.5, n, dtype=np.float32)
+    x, y = np.meshgrid(t * size_mm, t * size_mm)
+    z = 40.0 * np.exp(-(x**2 + y**2) / (2 * 40.0**2))
+    vertices = np.stack([x, y, z], -1).reshape(-1, 3).astype(np.float32)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3),
+                            np.stack([a, d, c], -1).reshape(-1, 3)]).astype(np.int32)
+    uvs = np.stack([(x / size_mm + 0.5), (y / size_mm + 0.5)], -1).reshape(-1, 2)
+    return vertices, faces, uvs.astype(np.float32)
+
+
+def qimage_array(image: QImage) -> np.ndarray:
+    """QImage -> (H, W, 3) uint8."""
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    h, w, stride = image.height(), image.width(), image.bytesPerLine()
+    data = np.frombuffer(image.constBits(), np.uint8, count=h * stride).reshape(h, stride)
+    return data[:, : w * 3].reshape(h, w, 3).copy()
+
+
+def save(name: str, rgb: np.ndarray) -> None:
+    """Write a screenshot when MIA_SCREENSHOT_DIR is set."""
+    folder = os.environ.get("MIA_SCREENSHOT_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        h, w, _ = rgb.shape
+        QImage(np.ascontiguousarray(rgb).data, w, h, 3 * w,
+               QImage.Format.Format_RGB888).save(os.path.join(folder, name))
+
+
+def foreground(rgb: np.ndarray, skip_title_rows: int = 0) -> np.ndarray:
+    """Pixels that are not the viewer background (optionally ignoring the title row)."""
+    mask = np.abs(rgb.astype(int) - BACKGROUND_RGB).sum(-1) > 30
+    mask[:skip_title_rows] = False
+    return mask
+
+
+def settle(qtbot, ms: int = 100) -> None:
+    qtbot.wait(ms)
+
+
+# -- colormap (no display needed) ---------------------------------------------------------------
+def test_colormap_maps_range_and_clips():
+    lut = colormap_lut("turbo", 256)
+    rgba = apply_colormap(np.array([-1.0, 0.0, 2.5, 5.0, 9.0, np.nan]), vmax=5.0, name="turbo")
+    assert rgba.shape == (6, 4) and rgba.dtype == np.float32
+    np.testing.assert_allclose(rgba[0], lut[0])
+    np.testing.assert_allclose(rgba[1], lut[0])
+    np.testing.assert_allclose(rgba[3], lut[-1])
+    np.testing.assert_allclose(rgba[4], lut[-1])
+    np.testing.assert_allclose(rgba[5], lut[0])
+    assert np.all(rgba[:, 3] == 1.0)
+    assert "viridis" in available_colormaps()
+    with pytest.raises(ValueError, match="unknown colour map"):
+        colormap_lut("nope")
+
+
+def test_widgets_do_not_import_torch_or_engine():
+    import ast
+    import pathlib
+    for path in pathlib.Path(__file__).resolve().parents[1].joinpath("widgets").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("torch", "engine"), f"{path.name} imports {name}"
+
+
+# -- HMC views -------------------------------------------------------------------------------
+@gui
+def test_hmc_views_show_frames_states_and_roi(qtbot):
+    from widgets.hmc_views import HMCViews
+
+    views = HMCViews()
+    qtbot.addWidget(views)
+    views.resize(900, 300)
+    views.show()
+    qtbot.waitExposed(views)
+    settle(qtbot)
+    blank = qimage_array(views.grab().toImage())
+
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(0, 255, 160, dtype=np.uint8), (120, 1))
+    frames = np.stack([ramp, ramp[:, ::-1], rng.integers(0, 256, (120, 160), dtype=np.uint8)])
+    views.set_frames(frames)
+    for cam, (text, ok) in enumerate([("live", True), ("dropped frames: 3", False),
+                                      ("no signal", False)]):
+        views.set_camera_state(cam, text, ok)
+    settle(qtbot)
+    shown = qimage_array(views.grab().toImage())
+    save("hmc_views.png", shown)
+    assert shown.std() > blank.std() + 20, "frames did not appear"
+    third = shown.shape[1] // 3
+    left, right = shown[:, :third].astype(float), shown[:, 2 * third:].astype(float)
+    assert left.std() > 30 and right.std() > 30
+    assert views.camera_state(1) == "dropped frames: 3"
+
+    views.show_roi(True)
+    with qtbot.assertNotEmitted(views.roi_changed):
+        views.set_roi(2, (20, 10, 100, 80))
+    assert views.roi(2) == (20, 10, 100, 80)
+    with qtbot.waitSignal(views.roi_changed) as blocker:
+        views._rois[2].setPos((30, 15))  # what a user's drag ends with
+    assert blocker.args == [2, (30, 15, 100, 80)]
+
+
+# -- mesh viewer -----------------------------------------------------------------------------
+@pytest.fixture
+def viewer(qtbot):
+    from widgets.mesh_viewer import MeshViewer
+
+    w = MeshViewer()
+    qtbot.addWidget(w)
+    w.resize(800, 450)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+@gui
+def test_mesh_viewer_modes_render_differently(viewer, qtbot):
+    vertices, faces, uvs = dome_mesh()
+    viewer.set_topology(faces, uvs)
+    with qtbot.waitSignal(viewer.render_ms, timeout=3000) as blocker:
+        viewer.set_mesh(vertices)
+    assert blocker.args[0] > 0.0
+    images = {}
+    for mode in ("shaded", "wireframe", "error"):
+        viewer.set_mode(mode)
+        if mode == "error":
+            viewer.set_error(np.abs(vertices[:, 0]) / 10.0, vmax_mm=5.0)
+        images[mode] = viewer.grab_image()
+        save(f"mesh_{mode}.png", images[mode])
+    for mode, img in images.items():
+        assert img.shape == (450, 800, 3) and img.dtype == np.uint8
+        assert img.std() > 15, f"{mode} render is blank"
+        assert foreground(img).mean() > 0.15, f"{mode}: the mesh fills too little of the view"
+    diff = lambda a, b: np.abs(images[a].astype(int) - images[b].astype(int)).mean()
+    assert diff("shaded", "wireframe") > 2
+    assert diff("shaded", "error") > 5
+    # error mode: saturated heat-map colours on the mesh and a colour bar at the right edge
+    sat = lambda img: img.max(-1).astype(int) - img.min(-1)
+    assert (sat(images["error"]) > 120).mean() > 0.05 > (sat(images["shaded"]) > 120).mean()
+    assert (sat(images["error"][:, -80:]) > 120).sum() > 500
+
+
+@gui
+def test_mesh_viewer_front_camera_texture_and_heat_map_orientation(viewer, qtbot):
+    vertices, faces, uvs = dome_mesh()
+    viewer.set_topology(faces, uvs)
+    texture = np.zeros((64, 64, 3), np.uint8)
+    texture[:32, :, 0] = 255  # top rows of the image (v near 1) red
+    texture[32:, :, 2] = 255  # bottom rows blue
+    viewer.set_mesh(vertices, texture)
+    viewer.set_mode("textured")
+    img = viewer.grab_image().astype(int)
+    save("mesh_textured.png", img.astype(np.uint8))
+    rows = np.nonzero(foreground(img, skip_title_rows=30).any(1))[0]
+    top, bottom = img[rows[0] + 10: rows[0] + 60], img[rows[-1] - 60: rows[-1] - 10]
+    assert top[..., 0].mean() > top[..., 2].mean() + 40, "y up: +y (v = 1, red) must be on top"
+    assert bottom[..., 2].mean() > bottom[..., 0].mean() + 40
+
+    viewer.set_mode("error")
+    viewer.set_error(np.where(vertices[:, 0] > 0, 5.0, 0.0), vmax_mm=5.0)  # +x hot
+    img = viewer.grab_image().astype(int)
+    save("mesh_error_plus_x.png", img.astype(np.uint8))
+    cols = np.nonzero(foreground(img[:, :-120]).any(0))[0]
+    mid = (cols[0] + cols[-1]) // 2
+    left = img[100:350, cols[0] + 20: mid - 20]
+    right = img[100:350, mid + 20: cols[-1] - 20]
+    assert right[..., 0].mean() > left[..., 0].mean() + 40, "front view: +x must be on the right"
+
+
+@gui
+def test_mesh_viewer_ground_truth_view_appears(viewer, qtbot):
+    vertices, faces, _ = dome_mesh()
+    viewer.set_topology(faces, None)
+    viewer.set_mesh(vertices)
+    alone = viewer.grab_image()
+    assert not viewer.ground_truth_shown
+    assert foreground(alone[:, -200:]).mean() < 0.01, "nothing should be drawn at the right"
+    viewer.set_ground_truth(vertices + np.float32([0, 0, 5]))
+    both = viewer.grab_image()
+    save("mesh_with_ground_truth.png", both)
+    assert viewer.ground_truth_shown
+    half = both.shape[1] // 2
+    assert foreground(both[:, :half]).mean() > 0.1 and foreground(both[:, half:]).mean() > 0.1
+    viewer.set_ground_truth(None)
+    assert not viewer.ground_truth_shown
+    viewer.reset_camera()
+    np.testing.assert_array_equal(viewer.grab_image(), alone)
+
+
+@gui
+def test_mesh_viewer_streams_a_face_sized_mesh(viewer, qtbot):
+    """~8k vertices / 16k faces, new vertices and errors every frame."""
+    vertices, faces, uvs = dome_mesh(n=90)  # 8100 vertices, 15842 faces
+    viewer.set_topology(faces, uvs)
+    viewer.set_mode("error")
+    viewer.set_mesh(vertices)
+    settle(qtbot)
+    draws: list[float] = []
+    viewer.render_ms.connect(draws.append)
+    rng = np.random.default_rng(1)
+    frames = [vertices + rng.normal(0, 0.5, vertices.shape).astype(np.float32) for _ in range(8)]
+    errors = [rng.uniform(0, 5, len(vertices)).astype(np.float32) for _ in range(8)]
+    updates = []
+    start = time.perf_counter()
+    for i in range(40):
+        t0 = time.perf_counter()
+        viewer.set_mesh(frames[i % 8])
+        viewer.set_error(errors[i % 8], 5.0)
+        updates.append(time.perf_counter() - t0)
+        QApplication.processEvents()  # the canvas draws once per event-loop turn
+    fps = 40 / (time.perf_counter() - start)
+    print(f"\nmesh viewer: {fps:.1f} fps, set_mesh+set_error {1e3 * np.median(updates):.2f} ms, "
+          f"draw {np.median(draws):.1f} ms (median)")
+    assert len(draws) >= 20
+    assert np.median(updates) < 0.02
+
+
+# -- error plots ------------------------------------------------------------------------------
+@gui
+def test_error_plots_click_seeks_to_frame(qtbot):
+    from widgets.error_plots import ErrorPlots
+
+    plots = ErrorPlots()
+    qtbot.addWidget(plots)
+    plots.resize(700, 300)
+    plots.show()
+    qtbot.waitExposed(plots)
+    t = np.arange(200)
+    plots.set_curves({"eyes": 1 + 0.2 * np.sin(t / 9), "mouth": 2 + 0.5 * np.sin(t / 5),
+                      "face": 1.5 + 0.1 * np.cos(t / 7)})
+    plots.set_current_frame(120)
+    settle(qtbot)
+    save("error_plots.png", qimage_array(plots.grab().toImage()))
+    assert plots.curve_names == ["eyes", "mouth", "face"]
+    assert len(plots.plot.getPlotItem().legend.items) == 3
+    assert plots.current_frame == 120
+
+    pos = plots.view_to_widget(57, 1.5).toPoint()
+    with qtbot.waitSignal(plots.seek_requested, timeout=2000) as blocker:
+        qtbot.mouseClick(plots.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert blocker.args == [57]
+
+    plots.clear()
+    for frame in range(5):
+        plots.append_point(frame, {"eyes": 1.0 + frame, "mouth": 2.0})
+    x, y = plots.curve_data("eyes")
+    np.testing.assert_array_equal(x, np.arange(5))
+    np.testing.assert_array_equal(y, 1.0 + np.arange(5))
+
+
+# -- summary table ---------------------------------------------------------------------------
+@gui
+def test_summary_table_formats_mean_std(qtbot):
+    from widgets.summary_table import SummaryTable
+
+    table = SummaryTable()
+    qtbot.addWidget(table)
+    table.set_rows([("subject 07", {"eyes": (1.08, 0.16), "Mouth": (2.345, 0.5),
+                                    "texture": (0.041, 0.01)}),
+                    ("capture B", {"face": (1.5, 0.25)})])
+    assert table.rowCount() == 2
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers == ["Eyes", "Mouth", "Face", "Texture"]
+    assert table.cell_text(0, "Eyes") == "1.08 ± 0.16"
+    assert table.cell_text(0, "mouth") == "2.35 ± 0.50"
+    assert table.cell_text(0, "Face") == "–"
+    assert table.cell_text(1, "Face") == "1.50 ± 0.25"
+    assert table.verticalHeaderItem(0).text() == "subject 07"
+
+
+# -- latency plot ------------------------------------------------------------------------------
+@gui
+def test_latency_plot_keeps_a_rolling_window(qtbot):
+    from widgets.latency_plot import LatencyPlot
+
+    plot = LatencyPlot(window=100)
+    qtbot.addWidget(plot)
+    for i in range(130):
+        plot.add_sample(infer_ms=5.0 + i, render_ms=2.0, fps=30.0)
+    infer = plot.series("inference")
+    assert len(infer) == 100
+    assert infer[0] == 5.0 + 30 and infer[-1] == 5.0 + 129
+    assert np.all(plot.series("fps") == 30.0)
+    plot.clear()
+    assert len(plot.series("render")) == 0
+
+
+# -- playback bar ------------------------------------------------------------------------------
+@gui
+def test_playback_bar_signals(qtbot):
+    from widgets.playback_bar import PlaybackBar
+
+    bar = PlaybackBar()
+    qtbot.addWidget(bar)
+    bar.show()
+    qtbot.waitExposed(bar)
+    bar.set_frame_count(300)
+    with qtbot.assertNotEmitted(bar.seek):
+        bar.set_frame(12)
+    assert bar.frame_label.text() == "12 / 300"
+    with qtbot.waitSignal(bar.seek) as blocker:
+        bar.slider.setValue(40)  # as a user drag does
+    assert blocker.args == [40]
+    with qtbot.waitSignal(bar.play_toggled) as blocker:
+        qtbot.mouseClick(bar.play_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [True]
+    with qtbot.waitSignal(bar.step) as blocker:
+        qtbot.mouseClick(bar.back_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [-1]
+    with qtbot.waitSignal(bar.step) as blocker:
+        qtbot.mouseClick(bar.forward_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [1]
+    with qtbot.waitSignal(bar.speed_changed) as blocker:
+        bar.speed_combo.setCurrentIndex(bar.speed_combo.findText("2x"))
+    assert blocker.args == [2.0]
+    with qtbot.waitSignal(bar.loop_changed) as blocker:
+        qtbot.mouseClick(bar.loop_check, Qt.MouseButton.LeftButton)
+    assert blocker.args == [True]
+    with qtbot.assertNotEmitted(bar.play_toggled):
+        bar.set_playing(False)
+    assert not bar.playing
+    bar.set_live(True)
+    assert not bar.slider.isEnabled() and not bar.play_button.isEnabled()
+    assert bar.frame_label.text() == "live"
+    bar.set_live(False)
+    assert bar.slider.isEnabled()
+
+
+# -- source panel ------------------------------------------------------------------------------
+@gui
+def test_source_panel_emits_specs(qtbot):
+    from widgets.source_panel import SourcePanel
+
+    panel = SourcePanel()
+    qtbot.addWidget(panel)
+    panel.set_recent(["/data/caps/s01", "/data/caps/s02"])
+    panel.set_subjects(["synth_000", "synth_001"])
+
+    panel.set_kind("capture")
+    panel.capture.path_edit.clear()
+    with qtbot.assertNotEmitted(panel.open_requested):
+        qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    assert panel.status.is_error and "capture folder" in panel.status.text()
+    panel.capture.recent_list.setCurrentRow(1)
+    with qtbot.waitSignal(panel.open_requested) as blocker:
+        qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [{"kind": "capture", "path": "/data/caps/s02"}]
+
+    panel.set_kind("cameras")
+    page = panel.cameras
+    page.url_edits[2].setText(" http://host:8080/video ")
+    page.rotate_combos[1].setCurrentIndex(1)
+    page.flip_checks[2].setChecked(True)
+    with qtbot.waitSignal(panel.open_requested) as blocker:
+        qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [{"kind": "cameras", "urls": ["0", "1", "http://host:8080/video"],
+                             "rotate": [0, 90, 0], "flip": [False, False, True]}]
+
+    panel.set_kind("synthetic")
+    panel.synthetic.subject_combo.setCurrentText("synth_001")
+    panel.synthetic.seed_spin.setValue(7)
+    with qtbot.waitSignal(panel.open_requested) as blocker:
+        qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [{"kind": "synthetic", "subject": "synth_001", "seed": 7}]
+
+    panel.set_status("Traceback (most recent call last):\n  File x\nOSError: camera 2 not found",
+                     ok=False)
+    assert panel.status.text() == "OSError: camera 2 not found"
+    assert "e0453a" in panel.status.styleSheet()
+    panel.set_spec({"kind": "cameras", "urls": ["3", "4", "5"], "rotate": [270, 0, 180],
+                    "flip": [True, False, False]})
+    assert panel.spec() == {"kind": "cameras", "urls": ["3", "4", "5"],
+                            "rotate": [270, 0, 180], "flip": [True, False, False]}
+
+
+# -- neutral mesh panel --------------------------------------------------------------------------
+@gui
+def test_neutral_panel_shows_mismatch_in_red(qtbot):
+    from widgets.neutral_panel import NeutralMeshPanel
+
+    panel = NeutralMeshPanel()
+    qtbot.addWidget(panel)
+    message = "expected 8306 vertices (topology ict-narrow-iris), got 5023"
+    panel.show_info({"path": "/subjects/bob/neutral.obj", "vertex_count": 5023, "units": "mm",
+                     "bbox_mm": (150.2, 210.0, 120.5), "matches_topology": False,
+                     "message": message, "mode": "shape only (G)"})
+    assert panel.message_text == message
+    assert panel.message.is_error and "e0453a" in panel.message.styleSheet()
+    assert panel._fields["vertices"].text() == "5,023"
+    assert panel._fields["size"].text() == "150.2 × 210.0 × 120.5"
+    assert panel._fields["topology"].text() == "does not match the model"
+
+    panel.show_info({"path": "/subjects/ann/neutral.ply", "vertex_count": 8306, "units": "cm→mm",
+                     "bbox_mm": (150, 200, 120), "matches_topology": True, "message": "",
+                     "mode": "shape + texture"})
+    assert not panel.message.is_error
+    assert panel._fields["topology"].text() == "matches the model"
+    assert panel._fields["file"].text() == "neutral.ply"
+    panel.show_error("Could not read /x.glb: not a mesh file")
+    assert panel.message.is_error and panel._fields["vertices"].text() == "–"
+
+
+# -- retargeting grid ------------------------------------------------------------------------------
+@gui
+def test_retarget_grid_renders_one_view_per_target(qtbot):
+    from widgets.retarget_grid import RetargetGrid
+
+    grid = RetargetGrid()
+    qtbot.addWidget(grid)
+    grid.resize(900, 600)
+    grid.show()
+    qtbot.waitExposed(grid)
+    names = ["ann", "bob", "cyd", "dee"]
+    vertices, faces, uvs = dome_mesh()
+    grid.set_topology(faces, uvs)
+    grid.set_subjects(names)
+    with qtbot.waitSignal(grid.targets_changed) as blocker:
+        grid.subject_list.item(0).setCheckState(Qt.CheckState.Checked)  # a user's tick
+    assert blocker.args == [["ann"]]
+    grid.set_targets(names)
+    assert grid.view_names == names
+    texture = np.full((8, 8, 3), 200, np.uint8)
+    grid.set_meshes({name: (vertices * (1 + 0.1 * i), texture) for i, name in enumerate(names)})
+    img = grid.grab_image()
+    save("retarget_grid.png", img)
+    h, w, _ = img.shape
+    for quadrant in (img[: h // 2, : w // 2], img[: h // 2, w // 2:],
+                     img[h // 2:, : w // 2], img[h // 2:, w // 2:]):
+        assert foreground(quadrant).mean() > 0.1, "each of the 4 targets gets a view"
+    with qtbot.waitSignal(grid.textured_changed) as blocker:
+        grid.set_textured(True)
+    assert blocker.args == [True]
+    grid.set_targets(["bob"])
+    assert grid.view_names == ["bob"]
+
+
+# -- progress dialog ---------------------------------------------------------------------------
+@gui
+def test_progress_dialog_cancel_and_error(qtbot):
+    from widgets.progress_dialog import TaskProgressDialog
+
+    dialog = TaskProgressDialog("Training")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.set_progress(3, 10, "epoch 3 / 10")
+    assert dialog.bar.value() == 3 and dialog.text_label.text() == "epoch 3 / 10"
+    with qtbot.waitSignal(dialog.cancel_requested):
+        qtbot.mouseClick(dialog.button, Qt.MouseButton.LeftButton)
+    assert not dialog.button.isEnabled()
+    with qtbot.assertNotEmitted(dialog.cancel_requested):
+        dialog.reject()  # a second request (Esc) is not repeated
+    dialog.fail("Traceback (most recent call last):\n  File \"train.py\", line 3\n"
+                "RuntimeError: CUDA out of memory; lower the batch size")
+    assert dialog.error_text == "RuntimeError: CUDA out of memory; lower the batch size"
+    assert not dialog.running and dialog.button.text() == "Close" and dialog.button.isEnabled()

@@ -1,0 +1,38 @@
+"""The camera conventions for looking at a face: mm coordinates, face along +z, y up.
+
+Shared by the 3D viewer and the retargeting grid so every face view opens from the
+front, frames the face the same way and is lit by a head-light that follows the orbit.
+"""
+from __future__ import annotations
+
+import numpy as np
+from vispy import scene
+
+FRONT_AZIMUTH, FRONT_ELEVATION = 90.0, 0.0  # with up='+y' this looks down -z at the face
+# Direction the light travels in camera coordinates (x right, y up, looking down -z):
+# from the viewer's upper left towards the face.
+LIGHT_IN_CAMERA = np.array([0.35, -0.45, -1.0, 0.0])
+VISUAL_APP = "pyside6"
+BACKGROUND = (0.13, 0.14, 0.16, 1.0)
+TITLE_COLOR = (0.9, 0.9, 0.9, 1.0)
+
+
+def make_front_camera() -> scene.TurntableCamera:
+    """A turntable camera with y up, looking at the face from the front."""
+    return scene.TurntableCamera(up="+y", fov=30.0, azimuth=FRONT_AZIMUTH,
+                                 elevation=FRONT_ELEVATION)
+
+
+def frame_camera(camera: scene.TurntableCamera, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Centre the camera on the box (lo, hi), seen from the front with a small margin."""
+    camera.center = tuple(float(c) for c in (np.asarray(lo) + np.asarray(hi)) / 2.0)
+    camera.scale_factor = float(max(hi[0] - lo[0], hi[1] - lo[1], 1e-3)) * 1.15
+    camera.azimuth, camera.elevation, camera.roll = FRONT_AZIMUTH, FRONT_ELEVATION, 0.0
+
+
+def headlight_direction(camera: scene.TurntableCamera) -> np.ndarray | None:
+    """The light direction in scene coordinates for the camera's current pose."""
+    light = np.asarray(camera.transform.map(LIGHT_IN_CAMERA), dtype=np.float64)[:3]
+    if not np.all(np.isfinite(light)) or np.linalg.norm(light) == 0:
+        return None
+    return light

@@ -1,0 +1,202 @@
+"""Retargeting: the same expression code driving several target subjects at once.
+
+The user ticks target subjects; each gets a small titled view. All views live in ONE
+vispy SceneCanvas (a grid of ViewBoxes with linked cameras), which costs one GL
+context and one draw per frame instead of one per subject. ``textured_changed`` asks
+the session for textured avatars (F_j/D_j) or shape only (G with the neutral mesh).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QListWidget, QListWidgetItem, QSplitter, QVBoxLayout, QWidget
+from vispy import scene
+
+from widgets.face_camera import (BACKGROUND, TITLE_COLOR, VISUAL_APP, frame_camera,
+                                 headlight_direction, make_front_camera)
+from widgets.face_mesh import FaceMesh
+
+MeshAndTexture = tuple[np.ndarray, np.ndarray | None]
+
+
+class _SubjectView:
+    """One grid cell: a title, a view box and the subject's face mesh."""
+
+    def __init__(self, name: str, faces: np.ndarray | None, uvs: np.ndarray | None) -> None:
+        self.title = scene.Label(name, color=TITLE_COLOR, font_size=9)
+        self.title.height_max = 22
+        self.view = scene.ViewBox(camera=make_front_camera())
+        self.mesh = FaceMesh(self.view.scene)
+        if faces is not None:
+            self.mesh.set_topology(faces, uvs)
+        self.view.scene.transform.changed.connect(self._follow_light)
+
+    def _follow_light(self, event: object = None) -> None:
+        light = headlight_direction(self.view.camera)
+        if light is not None:
+            self.mesh.set_light_dir(light)
+
+
+class RetargetGrid(QWidget):
+    """Checkable target list + a grid of driven target faces in one canvas."""
+
+    targets_changed = Signal(list)
+    textured_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.subject_list = QListWidget()
+        self.subject_list.itemChanged.connect(self._on_item_changed)
+        self.textured_check = QCheckBox("Textured avatars")
+        self.textured_check.setToolTip("Off: shape only (G with each neutral mesh)")
+        self.textured_check.toggled.connect(self._on_textured)
+        self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, show=False,
+                                        app=VISUAL_APP)
+        self._grid: scene.widgets.Grid | None = None
+        self._faces: np.ndarray | None = None
+        self._uvs: np.ndarray | None = None
+        self._cells: dict[str, _SubjectView] = {}
+        self._shown: list[str] = []
+        self._needs_framing = True
+        self._emitting = True
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.subject_list)
+        left_layout.addWidget(self.textured_check)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.canvas.native)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([160, 480])
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+    # -- targets ------------------------------------------------------------------------
+    def set_subjects(self, subjects: Sequence[str], checked: Sequence[str] = ()) -> None:
+        """Subjects that can be driven; ``checked`` ones start ticked (no signal)."""
+        self._emitting = False
+        self.subject_list.clear()
+        for name in subjects:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in checked
+                               else Qt.CheckState.Unchecked)
+            self.subject_list.addItem(item)
+        self._emitting = True
+        self._update_views()
+
+    def set_targets(self, names: Sequence[str]) -> None:
+        """Tick exactly these subjects (no signal)."""
+        self._emitting = False
+        for i in range(self.subject_list.count()):
+            item = self.subject_list.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in names
+                               else Qt.CheckState.Unchecked)
+        self._emitting = True
+        self._update_views()
+
+    def targets(self) -> list[str]:
+        """Ticked subjects in list order."""
+        items = (self.subject_list.item(i) for i in range(self.subject_list.count()))
+        return [it.text() for it in items if it.checkState() == Qt.CheckState.Checked]
+
+    # -- meshes -------------------------------------------------------------------------
+    def set_topology(self, faces: np.ndarray, uvs: np.ndarray | None = None) -> None:
+        """The shared topology of all targets (F, 3) and optional UVs (V, 2)."""
+        self._faces = np.asarray(faces)
+        self._uvs = None if uvs is None else np.asarray(uvs)
+        for cell in self._cells.values():
+            cell.mesh.set_topology(self._faces, self._uvs)
+        self._needs_framing = True
+
+    def set_meshes(self, meshes: Mapping[str, MeshAndTexture]) -> None:
+        """Per target: (vertices (V, 3) mm, texture or None). Unticked names are ignored."""
+        textured = self.textured_check.isChecked()
+        for name, (vertices, texture) in meshes.items():
+            cell = self._cells.get(name)
+            if cell is None:
+                continue
+            cell.mesh.set_vertices(vertices)
+            cell.mesh.set_texture(texture if textured else None)
+        if self._needs_framing and self._shown:
+            self.reset_camera()
+        self.canvas.update()
+
+    def set_textured(self, textured: bool) -> None:
+        """Tick or untick "Textured avatars" (emits textured_changed when it changes)."""
+        self.textured_check.setChecked(textured)
+
+    def reset_camera(self) -> None:
+        """Frame the first target that has a mesh, from the front (cameras are linked)."""
+        for name in self._shown:
+            box = self._cells[name].mesh.bounds()
+            if box is not None:
+                frame_camera(self._cells[self._shown[0]].view.camera, *box)
+                self._needs_framing = False
+                return
+
+    def grab_image(self) -> np.ndarray:
+        """An (H, W, 3) uint8 offscreen render of the whole grid."""
+        return np.ascontiguousarray(self.canvas.render(alpha=False)[..., :3])
+
+    @property
+    def view_names(self) -> list[str]:
+        """Subjects that currently have a view, in grid order."""
+        return list(self._shown)
+
+    # -- internals --------------------------------------------------------------------
+    def _on_item_changed(self, _item: QListWidgetItem) -> None:
+        if not self._emitting:
+            return
+        self._update_views()
+        self.targets_changed.emit(self.targets())
+
+    def _on_textured(self, textured: bool) -> None:
+        for cell in self._cells.values():
+            cell.mesh.set_mode("textured" if textured else "shaded")
+        self.canvas.update()
+        self.textured_changed.emit(textured)
+
+    def _update_views(self) -> None:
+        """Create/drop cells for the ticked subjects and rebuild the grid."""
+        wanted = self.targets()
+        if wanted == self._shown:
+            return
+        for name in list(self._cells):
+            if name not in wanted:
+                del self._cells[name]
+        mode = "textured" if self.textured_check.isChecked() else "shaded"
+        for name in wanted:
+            if name not in self._cells:
+                self._cells[name] = _SubjectView(name, self._faces, self._uvs)
+                self._cells[name].mesh.set_mode(mode)
+        self._shown = wanted
+        self._relayout()
+
+    def _relayout(self) -> None:
+        if self._grid is not None:
+            for cell in self._cells.values():
+                cell.title.parent = cell.view.parent = None
+            self.canvas.central_widget.remove_widget(self._grid)
+        grid = self._grid = self.canvas.central_widget.add_grid(spacing=2)
+        ncols = max(1, math.ceil(math.sqrt(len(self._shown))))
+        leader = None
+        for i, name in enumerate(self._shown):
+            cell = self._cells[name]
+            row, col = divmod(i, ncols)
+            grid.add_widget(cell.title, row=2 * row, col=col)
+            grid.add_widget(cell.view, row=2 * row + 1, col=col)
+            cell.view.camera = make_front_camera()  # fresh cameras: no stale links
+            if leader is None:
+                leader = cell.view.camera
+            else:
+                cell.view.camera.link(leader)
+        self._needs_framing = True
+        self.reset_camera()
+        self.canvas.update()
