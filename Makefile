@@ -30,8 +30,10 @@ venv: apt $(BIN)/.installed
 demo: venv
 	$(BIN)/python -m app.demo
 
+XVFB := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24")
+
 test: venv
-	$(BIN)/python -m pytest -q -x tests
+	$(XVFB) $(BIN)/python -m pytest -q tests
 
 bench: venv
 	$(BIN)/python benchmarks/synth_speed.py

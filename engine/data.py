@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.capture import CaptureMeta, list_captures, open_capture, read_meta
+from engine.capture import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.meshio import load_neutral
 from engine.render import PinholeCamera
@@ -102,6 +102,20 @@ def find_captures(source: str | os.PathLike | Sequence[str | os.PathLike],
 def neutral_path(capture: Path, subject: str) -> Path:
     """Where the dataset layout keeps a subject's neutral: <root>/subjects/<id>/neutral.obj."""
     return capture.resolve().parent.parent / "subjects" / subject / "neutral.obj"
+
+
+def probe_topology(captures: Sequence[str | os.PathLike]) -> dict:
+    """{"name", "vertex_count", "hash"} of the first capture, cheaply (capture.json or the header
+    of meshes.npy), so the face topology can be picked before any frame is decoded."""
+    path = Path(captures[0])
+    ref = read_meta(path).topology
+    if ref is not None:
+        return ref.to_dict()
+    meshes = path / "meshes.npy"
+    if not meshes.is_file():
+        raise CaptureError(f"{meshes}: missing; training needs the ground-truth meshes")
+    return {"name": "unknown", "vertex_count": int(np.load(meshes, mmap_mode="r").shape[1]),
+            "hash": ""}
 
 
 def frame_cameras(meta: CaptureMeta, head_pose: np.ndarray | None, size: int) -> list[PinholeCamera]:
@@ -190,10 +204,17 @@ class HMCDataset(Dataset):
         if not captures:
             raise CaptureError("HMCDataset: no capture folders given")
         self.image_size, self.seed, self.faces = image_size, seed, faces
+        given = neutrals or {}
+        for p in captures:  # fail before the slow decoding when a neutral mesh is missing
+            subject = read_meta(p).subject_id
+            if subject not in given and not neutral_path(Path(p), subject).is_file():
+                raise MeshError(f"{neutral_path(Path(p), subject)}: missing; subject {subject!r} of "
+                                f"capture {p} needs a neutral mesh (dataset layout "
+                                "subjects/<id>/neutral.obj, or pass it in)")
         self.captures = [load_capture(Path(p), image_size, split, val_fraction) for p in captures]
         self.vertex_count = self._check_topology(topology)
         self.topology = topology or self._capture_topology()
-        self.neutrals = self._load_neutrals(neutrals or {})
+        self.neutrals = self._load_neutrals(given)
         self._index = np.concatenate([np.stack([np.full(len(c.frame_index), k), np.arange(len(
             c.frame_index))], 1) for k, c in enumerate(self.captures)])
         self.augment = augment if augment is not None and getattr(augment, "enabled", True) else None
@@ -234,11 +255,8 @@ class HMCDataset(Dataset):
                     raise MeshError(f"neutral mesh given for subject {c.subject!r} has shape "
                                     f"{mesh.shape}, expected ({self.vertex_count}, 3) (topology {name})")
             else:
-                path = neutral_path(c.path, c.subject)
-                if not path.is_file():
-                    raise MeshError(f"{path}: missing; subject {c.subject!r} of capture {c.path} needs "
-                                    "a neutral mesh (dataset layout subjects/<id>/neutral.obj, or pass it in)")
-                mesh, _ = load_neutral(path, self.vertex_count, self.faces, name)
+                mesh, _ = load_neutral(neutral_path(c.path, c.subject), self.vertex_count, self.faces,
+                                       name)
             out[c.subject] = mesh
         return out
 
@@ -272,12 +290,12 @@ class HMCDataset(Dataset):
         i = key % len(self)
         c, j = self._locate(i)
         t = int(c.frame_index[j])
-        mesh = np.asarray(c.meshes[t], np.float32)
+        mesh = np.array(c.meshes[t], np.float32)  # a copy: the memory map is read-only
         weights = np.full(self.vertex_count, SEEN_WEIGHT, np.float32)
         if c.visibility is not None:
             weights[~np.asarray(c.visibility[t]).any(axis=0)] = UNSEEN_WEIGHT
         has_code = c.codes is not None
-        code = c.codes[t] if has_code else np.full(256, np.nan, np.float32)
+        code = c.codes[t] if has_code else np.full(CODE_DIM, np.nan, np.float32)
         rng = np.random.default_rng([self.seed, key])
         images = c.frames[j]
         if self.augment is not None:

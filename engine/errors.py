@@ -27,3 +27,7 @@ class CheckpointError(MiaError, ValueError):
 
 class ConfigError(MiaError, ValueError):
     """A configuration file or value is invalid."""
+
+
+class AvatarError(MiaError, ValueError):
+    """A person-specific avatar (decoder D_i) is missing, corrupt, or does not fit its subject's data."""

@@ -175,6 +175,16 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray, op: sp.csr_matrix) -> n
 _local = threading.local()
 
 
+def _with_context(method):
+    """Run a renderer method with its GL context current, and release it afterwards, so a Qt/vispy
+    context on the same thread is never left pointing at ours."""
+    def wrapped(self, *args, **kwargs):
+        with self.ctx:
+            return method(self, *args, **kwargs)
+    wrapped.__name__, wrapped.__doc__ = method.__name__, method.__doc__
+    return wrapped
+
+
 def gl_context():
     """The calling thread's headless GL context (EGL, falling back to the default backend)."""
     ctx = getattr(_local, "ctx", None)
@@ -188,7 +198,6 @@ def gl_context():
             except Exception as err:
                 raise RuntimeError(f"no headless OpenGL available (EGL: {egl_error}; default: {err}); "
                                    "install libegl1 libgl1-mesa-dri (see Makefile 'apt')") from err
-        ctx.enable(moderngl.DEPTH_TEST)
         _local.ctx = ctx
     return ctx
 
@@ -201,8 +210,12 @@ class MeshRenderer:
 
     def __init__(self, faces: np.ndarray, uvs: np.ndarray | None = None, albedo: np.ndarray | None = None,
                  texw: np.ndarray | None = None, depth_range: tuple[float, float] = (5.0, 400.0)):
-        import moderngl
         self.ctx = gl_context()
+        with self.ctx:
+            self._setup(faces, uvs, albedo, texw, depth_range)
+
+    def _setup(self, faces, uvs, albedo, texw, depth_range) -> None:
+        import moderngl
         self.faces = np.ascontiguousarray(faces, np.int32)
         self.n_verts = int(self.faces.max()) + 1
         self.depth_range = depth_range
@@ -244,6 +257,7 @@ class MeshRenderer:
             self._fbos[(w, h)] = fbo
         return fbo
 
+    @_with_context
     def set_texture(self, texture: np.ndarray) -> None:
         """Albedo (h, w) float in [0, 1], row 0 = v=1 (image convention)."""
         tex = np.ascontiguousarray(np.flipud(texture), np.float32)
@@ -257,6 +271,7 @@ class MeshRenderer:
         self._tex.build_mipmaps()
         self._tex_key = key
 
+    @_with_context
     def set_vertices(self, verts: np.ndarray, normals: np.ndarray | None = None) -> None:
         verts = np.ascontiguousarray(verts, np.float32)
         if verts.shape != (self.n_verts, 3):
@@ -283,6 +298,7 @@ class MeshRenderer:
         return img[::-1]
 
     # ----- passes
+    @_with_context
     def render_ir(self, cam: PinholeCamera, led_power: float, ambient: float, specular: float = 0.15,
                   shininess: float = 40.0, ref_dist: float = 40.0) -> np.ndarray:
         """(H, W, 3): IR intensity (linear), camera depth in mm (0 = none) and coverage."""
@@ -296,12 +312,14 @@ class MeshRenderer:
         p["albedo_tex"].value = 0
         return self._draw(self.ir_vao, cam.width, cam.height, (0, 0, 0, 0))[..., :3]
 
+    @_with_context
     def render_source_coords(self, cam: PinholeCamera, src_coords: np.ndarray) -> np.ndarray:
         """(H, W, 4): source pixel (x, y), source visibility and depth, for every target pixel."""
         self.src.write(np.ascontiguousarray(src_coords, np.float32).tobytes())
         self._set_camera(self.src_prog, cam)
         return self._draw(self.src_vao, cam.width, cam.height, (0, 0, 0, 0))
 
+    @_with_context
     def bake_uv(self, size: int, view_dir: np.ndarray, light_dir: np.ndarray,
                 light: tuple[float, float, float, float] = (0.8, 0.35, 0.25, 24.0)) -> np.ndarray:
         """(size, size) view-dependent shaded texture in UV space (row 0 = v=1), 0 where unmapped."""
@@ -322,6 +340,7 @@ class MeshRenderer:
         self.ctx.enable(self._moderngl.DEPTH_TEST)
         return img[::-1, :, 0].copy()
 
+    @_with_context
     def release(self) -> None:
         for obj in [self.ir_vao, self.src_vao, self.uv_vao, self.ibo, self.pos, self.nrm, self.src, self.uv,
                     self.alb, self.tw, self.ir_prog, self.src_prog, self.uv_prog, *self._fbos.values()]:

@@ -7,6 +7,8 @@ with a clear reason when there is no display.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 
 import pytest
@@ -21,6 +23,7 @@ def has_display() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "opengl: draws with vispy/OpenGL in a Qt window")
     if has_display():
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
@@ -40,3 +43,28 @@ def qt_platform() -> str | None:
     if has_display():
         os.environ["QT_QPA_PLATFORM"] = "xcb"
     return os.environ.get("QT_QPA_PLATFORM")
+
+
+def current_egl_context() -> int:
+    """The EGL context current on this thread (0 when none or EGL is unavailable)."""
+    name = ctypes.util.find_library("EGL") or "libEGL.so.1"
+    try:
+        egl = ctypes.CDLL(name)
+    except OSError:
+        return 0
+    egl.eglGetCurrentContext.restype = ctypes.c_void_p
+    return egl.eglGetCurrentContext() or 0
+
+
+@pytest.fixture(autouse=True)
+def no_foreign_gl_context(request: pytest.FixtureRequest) -> None:
+    """OpenGL tests fail clearly if a headless EGL context is left current on the GUI thread.
+
+    Qt's canvas uses GLX; with an EGL context current on the same thread (e.g. from
+    headless rendering run on the main thread) vispy's GL calls land in the wrong
+    context and fail with GL_INVALID_ENUM/OPERATION. The renderer must release its
+    context after use (moderngl: render inside ``with ctx:``).
+    """
+    if "opengl" in request.keywords and current_egl_context():
+        pytest.fail("an EGL context is still current on the GUI thread (left by headless "
+                    "rendering); release it after rendering, e.g. `with ctx:` in engine/render.py")

@@ -10,13 +10,14 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
 from widgets.colormap import apply_colormap, available_colormaps, colormap_lut
 
 gui = pytest.mark.gui
+opengl = pytest.mark.opengl  # vispy canvases: also checked for a stray EGL context
 BACKGROUND_RGB = np.array([33, 36, 41])  # widgets.face_camera.BACKGROUND in 0..255
 
 
@@ -78,6 +79,26 @@ def test_colormap_maps_range_and_clips():
     assert "viridis" in available_colormaps()
     with pytest.raises(ValueError, match="unknown colour map"):
         colormap_lut("nope")
+
+
+def test_qt_signal_emit_keeps_true_alive():
+    """PySide6 6.12.0 drops a reference to True on every Signal.emit(); on Python < 3.12
+    (True not immortal) the GUI then aborts with "bool_dealloc" after a few thousand
+    signals. Needs PySide6-Essentials < 6.12 (6.11.3 is fine) or Python >= 3.12."""
+    import sys
+
+    from PySide6.QtCore import QObject, Signal
+
+    class Emitter(QObject):
+        fired = Signal()
+
+    emitter = Emitter()
+    before = sys.getrefcount(True)
+    for _ in range(50):
+        emitter.fired.emit()
+    assert sys.getrefcount(True) - before > -10, (
+        "this PySide6 build leaks references to True on Signal.emit(); pin "
+        "PySide6-Essentials<6.12 (or run on Python >= 3.12)")
 
 
 def test_widgets_do_not_import_torch_or_engine():
@@ -143,6 +164,7 @@ def viewer(qtbot):
 
 
 @gui
+@opengl
 def test_mesh_viewer_modes_render_differently(viewer, qtbot):
     vertices, faces, uvs = dome_mesh()
     viewer.set_topology(faces, uvs)
@@ -170,6 +192,7 @@ def test_mesh_viewer_modes_render_differently(viewer, qtbot):
 
 
 @gui
+@opengl
 def test_mesh_viewer_front_camera_texture_and_heat_map_orientation(viewer, qtbot):
     vertices, faces, uvs = dome_mesh()
     viewer.set_topology(faces, uvs)
@@ -197,6 +220,7 @@ def test_mesh_viewer_front_camera_texture_and_heat_map_orientation(viewer, qtbot
 
 
 @gui
+@opengl
 def test_mesh_viewer_ground_truth_view_appears(viewer, qtbot):
     vertices, faces, _ = dome_mesh()
     viewer.set_topology(faces, None)
@@ -217,6 +241,7 @@ def test_mesh_viewer_ground_truth_view_appears(viewer, qtbot):
 
 
 @gui
+@opengl
 def test_mesh_viewer_streams_a_face_sized_mesh(viewer, qtbot):
     """~8k vertices / 16k faces, new vertices and errors every frame."""
     vertices, faces, uvs = dome_mesh(n=90)  # 8100 vertices, 15842 faces
@@ -431,6 +456,7 @@ def test_neutral_panel_shows_mismatch_in_red(qtbot):
 
 # -- retargeting grid ------------------------------------------------------------------------------
 @gui
+@opengl
 def test_retarget_grid_renders_one_view_per_target(qtbot):
     from widgets.retarget_grid import RetargetGrid
 

@@ -49,7 +49,7 @@ class ErrorPlots(QWidget):
         self._item.setLabel("bottom", "frame")
         self._item.showGrid(x=True, y=True, alpha=0.2)
         self._item.setMenuEnabled(False)
-        self._item.addLegend(offset=(-10, 10))
+        self._item.addLegend(offset=(-10, 10), brush=(24, 25, 28, 200))
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._live: dict[str, _GrowingSeries] = {}
         self._frame_count = 0

@@ -89,10 +89,11 @@ class FaceMesh:
     def __init__(self, parent: scene.Node) -> None:
         # A placeholder triangle: vispy's shading filter needs mesh data when attached.
         self.visual = _StreamingMesh(vertices=np.zeros((3, 3), np.float32),
-                                         faces=np.array([[0, 1, 2]], np.uint32),
-                                         color=SKIN_RGBA, parent=parent)
+                                     faces=np.array([[0, 1, 2]], np.uint32),
+                                     color=SKIN_RGBA, parent=parent)
         self.visual.visible = False
         self._faces: np.ndarray | None = None
+        self._n_vertices = 0
         self._vertices: np.ndarray | None = None
         self._colors: np.ndarray | None = None
         self._mode = "shaded"
@@ -106,11 +107,6 @@ class FaceMesh:
         self._attach_filters()
 
     # -- topology ---------------------------------------------------------------------
-    @property
-    def vertex_count(self) -> int:
-        """Number of vertices the current topology expects (0 before set_topology)."""
-        return 0 if self._faces is None else self._n_vertices
-
     def set_topology(self, faces: np.ndarray, uvs: np.ndarray | None = None) -> None:
         """Fix the triangles (F, 3) and optional per-vertex UVs (V, 2), OBJ convention (v up)."""
         faces = np.ascontiguousarray(faces, dtype=np.uint32)
@@ -121,8 +117,7 @@ class FaceMesh:
             uvs = np.asarray(uvs, dtype=np.float32)
             if uvs.ndim != 2 or uvs.shape[1] != 2 or len(uvs) < n:
                 raise ValueError(f"uvs must be (V, 2) with V >= {n}, got {uvs.shape}")
-            n = len(uvs)
-        self._faces, self._n_vertices = faces, n
+        self._faces, self._n_vertices = faces, n  # vertices beyond the faces' range are allowed
         self._vertices, self._colors = None, None
         self.visual.visible = False
         self.visual.set_data(vertices=np.zeros((n, 3), np.float32), faces=faces, color=SKIN_RGBA)
@@ -153,9 +148,9 @@ class FaceMesh:
         vertices = np.asarray(vertices, dtype=np.float32)
         if self._faces is None:
             raise ValueError("set_topology must be called before set_vertices")
-        if vertices.shape != (self._n_vertices, 3):
-            raise ValueError(f"vertices must be ({self._n_vertices}, 3) for this topology, "
-                             f"got {vertices.shape}")
+        if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) < self._n_vertices:
+            raise ValueError(f"vertices must be (V, 3) with V >= {self._n_vertices} for this "
+                             f"topology, got {vertices.shape}")
         self._vertices = vertices
         self.visual.visible = True
         self._refresh()
@@ -164,8 +159,9 @@ class FaceMesh:
         """Per-vertex RGBA (V, 4) in [0, 1] shown in error mode; None falls back to skin."""
         if colors is not None:
             colors = np.asarray(colors, dtype=np.float32)
-            if colors.shape != (self._n_vertices, 4):
-                raise ValueError(f"colours must be ({self._n_vertices}, 4), got {colors.shape}")
+            if colors.ndim != 2 or colors.shape[1] != 4 or len(colors) < self._n_vertices:
+                raise ValueError(f"colours must be (V, 4) with V >= {self._n_vertices}, "
+                                 f"got {colors.shape}")
         self._colors = colors
         if self._mode == "error":
             self._refresh()
@@ -218,6 +214,8 @@ class FaceMesh:
             return
         textured = self._mode == "textured" and self.has_texture
         colors = self._colors if self._mode == "error" else None
+        if colors is not None and len(colors) != len(self._vertices):
+            colors = None  # stale colours from a different vertex count: show plain skin
         self.visual.set_data(vertices=self._vertices, faces=self._faces, vertex_colors=colors,
                              color=WHITE_RGBA if textured else SKIN_RGBA)
 

@@ -26,7 +26,7 @@ class LatencyPlot(QWidget):
         self._layout.setBackground((24, 25, 28))
         self._ms_plot = self._layout.addPlot(row=0, col=0)
         self._ms_plot.setLabel("left", "ms")
-        self._ms_plot.addLegend(offset=(-10, 5))
+        self._ms_plot.addLegend(offset=(-10, 5), brush=(24, 25, 28, 200))
         self._fps_plot = self._layout.addPlot(row=1, col=0)
         self._fps_plot.setLabel("left", "fps")
         self._fps_plot.setLabel("bottom", "frames ago")

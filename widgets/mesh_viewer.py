@@ -35,7 +35,6 @@ class MeshViewer(QWidget):
         self._colormap = colormap
         self._mode = "shaded"
         self._vmax = 5.0
-        self._errors: np.ndarray | None = None
         self._needs_framing = True
         self._draw_start = 0.0
 
@@ -53,14 +52,14 @@ class MeshViewer(QWidget):
         self._colorbar = scene.ColorBarWidget(
             cmap=Colormap(colormap_lut(colormap, 64)), orientation="right",
             label="", clim=(0.0, self._vmax), label_color="white",
-            border_width=1, border_color="white", axis_ratio=0.08)
-        self._colorbar.width_max = self._bar_title.width_max = 90
+            border_width=1, border_color="white", axis_ratio=0.06)
+        self._colorbar.width_max = self._bar_title.width_max = 110
         self._driven = FaceMesh(self._view.scene)
         self._gt = FaceMesh(self._gt_view.scene)
         self._gt_shown = False
         self._relayout()
 
-        self._view.scene.transform.changed.connect(self._follow_light)
+        self._view.camera.events.transform_change.connect(self._follow_light)
         self.canvas.events.draw.connect(self._on_draw_start, position="first")
         self.canvas.events.draw.connect(self._on_draw_end, position="last")
 
@@ -74,7 +73,6 @@ class MeshViewer(QWidget):
         """Triangles (F, 3) int and optional per-vertex UVs (V, 2); resets the meshes."""
         self._driven.set_topology(faces, uvs)
         self._gt.set_topology(faces, None)
-        self._errors = None
         self._needs_framing = True
         self._apply_mode()
         self._set_gt_shown(False)
@@ -100,10 +98,9 @@ class MeshViewer(QWidget):
         if vmax_mm != self._vmax:
             self._vmax = float(vmax_mm)
             self._colorbar.clim = (0.0, self._vmax)
-        self._errors = None if per_vertex_mm is None else np.asarray(per_vertex_mm, np.float32)
         colors = None
-        if self._errors is not None:
-            colors = apply_colormap(self._errors, self._vmax, self._colormap)
+        if per_vertex_mm is not None:
+            colors = apply_colormap(np.asarray(per_vertex_mm).ravel(), self._vmax, self._colormap)
         self._driven.set_vertex_colors(colors)
         self.canvas.update()
 
@@ -136,6 +133,7 @@ class MeshViewer(QWidget):
             return
         frame_camera(self._view.camera, *box)
         self._needs_framing = False
+        self._follow_light()
 
     def grab_image(self) -> np.ndarray:
         """An (H, W, 3) uint8 offscreen render of the whole canvas."""

@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QListWidget, QListWidgetItem, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QListWidget, QListWidgetItem, QSplitter,
+                               QVBoxLayout, QWidget)
 from vispy import scene
 
 from widgets.face_camera import (BACKGROUND, TITLE_COLOR, VISUAL_APP, frame_camera,
@@ -28,13 +29,19 @@ class _SubjectView:
     def __init__(self, name: str, faces: np.ndarray | None, uvs: np.ndarray | None) -> None:
         self.title = scene.Label(name, color=TITLE_COLOR, font_size=9)
         self.title.height_max = 22
-        self.view = scene.ViewBox(camera=make_front_camera())
+        self.view = scene.ViewBox()
         self.mesh = FaceMesh(self.view.scene)
         if faces is not None:
             self.mesh.set_topology(faces, uvs)
-        self.view.scene.transform.changed.connect(self._follow_light)
+        self.use_camera(make_front_camera())
 
-    def _follow_light(self, event: object = None) -> None:
+    def use_camera(self, camera: scene.TurntableCamera) -> None:
+        """Give the view a (fresh) camera; the head-light follows it."""
+        self.view.camera = camera
+        camera.events.transform_change.connect(self.follow_light)
+
+    def follow_light(self, event: object = None) -> None:
+        """Point the light along the camera's current view (a head-light)."""
         light = headlight_direction(self.view.camera)
         if light is not None:
             self.mesh.set_light_dir(light)
@@ -133,13 +140,16 @@ class RetargetGrid(QWidget):
         self.textured_check.setChecked(textured)
 
     def reset_camera(self) -> None:
-        """Frame the first target that has a mesh, from the front (cameras are linked)."""
-        for name in self._shown:
-            box = self._cells[name].mesh.bounds()
-            if box is not None:
-                frame_camera(self._cells[self._shown[0]].view.camera, *box)
-                self._needs_framing = False
-                return
+        """Frame all targets' meshes from the front (one camera, the others are linked)."""
+        boxes = [b for b in (self._cells[n].mesh.bounds() for n in self._shown) if b is not None]
+        if not boxes:
+            return
+        lo = np.min([b[0] for b in boxes], axis=0)
+        hi = np.max([b[1] for b in boxes], axis=0)
+        frame_camera(self._cells[self._shown[0]].view.camera, lo, hi)
+        self._needs_framing = False
+        for cell in self._cells.values():
+            cell.follow_light()
 
     def grab_image(self) -> np.ndarray:
         """An (H, W, 3) uint8 offscreen render of the whole grid."""
@@ -190,9 +200,10 @@ class RetargetGrid(QWidget):
         for i, name in enumerate(self._shown):
             cell = self._cells[name]
             row, col = divmod(i, ncols)
-            grid.add_widget(cell.title, row=2 * row, col=col)
-            grid.add_widget(cell.view, row=2 * row + 1, col=col)
-            cell.view.camera = make_front_camera()  # fresh cameras: no stale links
+            cell_grid = grid.add_grid(row=row, col=col)  # title over view, sized per cell
+            cell_grid.add_widget(cell.title, row=0, col=0)
+            cell_grid.add_widget(cell.view, row=1, col=0)
+            cell.use_camera(make_front_camera())  # fresh cameras: no stale links
             if leader is None:
                 leader = cell.view.camera
             else:

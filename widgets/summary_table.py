@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem,
+                               QWidget)
 
 DEFAULT_COLUMNS: tuple[str, ...] = ("Eyes", "Mouth", "Face")
 MISSING = "–"

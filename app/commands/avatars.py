@@ -1,0 +1,37 @@
+"""`mia avatars`: train every subject's person-specific avatar D_i and write its captures' codes."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from engine.avatar_train import DEFAULT_STEPS
+    p = sub.add_parser("avatars", help="train per-identity avatar decoders and write codes.npy into their captures")
+    p.add_argument("dataset", type=Path, help="dataset folder made by `mia synth` (finished identities are skipped)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per identity")
+    p.add_argument("--texture-size", type=int, default=128, help="avatar texture size in texels (power of two)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def run(args) -> int:
+    from engine.avatar import AvatarConfig
+    from engine.avatar_train import train_dataset_avatars
+    cfg = AvatarConfig(texture_size=args.texture_size)
+    bar = tqdm(total=1, unit="step", desc="avatars")
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    avatars = train_dataset_avatars(args.dataset, cfg, args.steps, progress=progress, seed=args.seed)
+    bar.close()
+    for subject_id, path in avatars.items():
+        print(f"{subject_id}: {path}")
+    print(f"{len(avatars)} avatars ready in {args.dataset.resolve()}")
+    return 0

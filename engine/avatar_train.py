@@ -1,0 +1,302 @@
+"""Training the person-specific avatars and writing each capture's ground-truth codes.
+
+The paper starts from pre-trained codec avatars; the synthetic world has none, so each identity's
+autoencoder is trained here on that identity's own frames only (geometry plus textures baked once
+per frame from the frontal view and from random views within +-25 degrees), from its own random
+initialisation. Its encoder then gives every frame of the identity's captures a code z, saved as
+``codes.npy``: the target MIA's texture branch regresses (eq. 5).
+
+CPU budget: with the defaults (``DEFAULT_STEPS``, batch 16) three identities x 240 frames at a
+64 px texture take about a minute on two cores, most of it training; baking is a few ms a texture.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.avatar import (FRONTAL_VIEW, MM_PER_CM, AvatarAutoencoder, AvatarConfig, AvatarDecoder, avatar_path,
+                           frame_texture, load_albedo, load_avatar, save_avatar, texture_renderer, uv_mask,
+                           view_vectors)
+from engine.capture import CODE_DIM, list_captures, open_capture, read_meta
+from engine.errors import AvatarError, CaptureError
+from engine.facemodel import load_face_model
+from engine.meshio import load_mesh
+
+DEFAULT_STEPS = 300
+Progress = Callable[[int, int, str], None]
+Cancel = Callable[[], bool]
+
+
+@dataclass
+class AvatarTrainConfig:
+    """How an avatar is trained (the network's sizes are in AvatarConfig)."""
+
+    batch_size: int = 16
+    lr: float = 2e-3
+    final_lr_fraction: float = 0.05  # cosine decay to this fraction of lr
+    views_per_frame: int = 3         # random views baked per frame, besides the frontal one
+    max_view_deg: float = 25.0       # yaw and pitch of the random views
+    texture_weight: float = 100.0    # on the masked texture MSE (intensities in [0, 1])
+    geometry_weight: float = 1.0     # on the offsets MSE in cm^2
+    code_weight: float = 1e-4        # on mean z^2: keeps codes O(1) for MIA's L2 regression
+
+
+@dataclass
+class IdentityFrames:
+    """One identity's training frames with their textures, baked once and kept in memory."""
+
+    subject_id: str
+    neutral: np.ndarray   # (V, 3) mm
+    meshes: list[np.ndarray]  # per capture (T, V, 3) mm
+    offsets_cm: torch.Tensor  # (N, V*3)
+    frontal: torch.Tensor     # (N, S, S) encoder input
+    views: torch.Tensor       # (N, 1 + K, 3): frontal, then K random views
+    textures: torch.Tensor    # (N, 1 + K, S, S) decoder targets, float16 to halve the memory
+
+
+def _check(cancel: Cancel | None) -> None:
+    if cancel is not None and cancel():
+        raise KeyboardInterrupt("cancelled")
+
+
+def read_subject(subject_dir: Path) -> tuple[str, np.ndarray]:
+    """Subject id and neutral mesh, checked against the face model the textures are baked on."""
+    info_file = subject_dir / "subject.json"
+    try:
+        subject_id = json.loads(info_file.read_text())["subject_id"] if info_file.exists() else subject_dir.name
+    except (ValueError, KeyError) as err:
+        raise AvatarError(f"{info_file}: not a valid subject file ({err})") from err
+    neutral, _ = load_mesh(subject_dir / "neutral.obj")
+    v = load_face_model().topology.vertex_count
+    if neutral.shape[0] != v:
+        raise AvatarError(f"{subject_dir / 'neutral.obj'}: {neutral.shape[0]} vertices, but the face model's "
+                          f"topology has {v}; regenerate the dataset with this version (`mia synth`)")
+    return str(subject_id), neutral
+
+
+def capture_meshes(path: Path, subject_id: str, vertex_count: int) -> np.ndarray:
+    """A capture's ground-truth meshes (T, V, 3) mm, checked to be this subject's and topology's."""
+    with open_capture(path) as cap:
+        if cap.meta.subject_id != subject_id:
+            raise AvatarError(f"{path}: capture of subject {cap.meta.subject_id!r}, not {subject_id!r}")
+        if cap.meshes is None or cap.meshes.shape[1] != vertex_count:
+            raise AvatarError(f"{path}: needs meshes.npy with {vertex_count} vertices per frame to build "
+                              f"subject {subject_id!r}'s avatar")
+        return np.array(cap.meshes, np.float32)
+
+
+def bake_frames(subject_dir: Path, capture_paths: list[Path], size: int, train: AvatarTrainConfig,
+                rng: np.random.Generator, cancel: Cancel | None = None) -> IdentityFrames:
+    """Load an identity's meshes and bake its frontal and random-view textures once."""
+    subject_id, neutral = read_subject(subject_dir)
+    meshes = [capture_meshes(Path(p), subject_id, len(neutral)) for p in capture_paths]
+    allm = np.concatenate(meshes)
+    n, k = len(allm), 1 + train.views_per_frame
+    angles = rng.uniform(-train.max_view_deg, train.max_view_deg, (n, k, 2))
+    views = view_vectors(angles[..., 0], angles[..., 1])
+    views[:, 0] = FRONTAL_VIEW
+    textures = np.empty((n, k, size, size), np.float16)
+    renderer = texture_renderer(load_albedo(subject_dir))
+    try:
+        for i, mesh in enumerate(allm):
+            _check(cancel)
+            for j in range(k):
+                textures[i, j] = frame_texture(renderer, mesh, views[i, j], size)
+    finally:
+        renderer.release()
+    offsets = torch.from_numpy((allm - neutral).reshape(n, -1) / MM_PER_CM)
+    tex = torch.from_numpy(textures)
+    return IdentityFrames(subject_id, neutral, meshes, offsets, tex[:, 0].float(), torch.from_numpy(views), tex)
+
+
+def _losses(model: AvatarAutoencoder, data: IdentityFrames, idx: torch.Tensor, view_idx: torch.Tensor,
+            mask: torch.Tensor, train: AvatarTrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    offsets = data.offsets_cm[idx]
+    target = data.textures[idx, view_idx].float()
+    tex, geo, z = model(offsets, data.frontal[idx], data.views[idx, view_idx])
+    l_tex = (((tex - target) * mask) ** 2).sum() / (mask.sum() * len(idx))
+    loss = train.texture_weight * l_tex + train.code_weight * (z ** 2).mean()
+    parts = {"texture_mse": l_tex.item()}
+    if geo is not None:
+        l_geo = ((geo / MM_PER_CM - offsets.view_as(geo)) ** 2).mean()
+        loss = loss + train.geometry_weight * l_geo
+        parts["geometry_mse_mm2"] = l_geo.item() * MM_PER_CM ** 2
+    return loss, parts
+
+
+def evaluate(model: AvatarAutoencoder, data: IdentityFrames, mask: torch.Tensor, train: AvatarTrainConfig,
+             chunk: int = 128) -> dict[str, float]:
+    """Mean reconstruction errors over every frame and baked view (no gradient, in chunks)."""
+    n, k = data.textures.shape[:2]
+    idx, view_idx = torch.arange(n).repeat_interleave(k), torch.arange(k).repeat(n)
+    sums: dict[str, float] = {}
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, n * k, chunk):
+            _, parts = _losses(model, data, idx[s:s + chunk], view_idx[s:s + chunk], mask, train)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value * len(idx[s:s + chunk])
+    model.train()
+    return {key: value / (n * k) for key, value in sums.items()}
+
+
+def fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainConfig, seed: int,
+        progress: Progress | None = None, cancel: Cancel | None = None) -> tuple[AvatarAutoencoder, dict]:
+    """Train one identity's autoencoder from a seed-specific random init; returns it and its errors."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = AvatarAutoencoder(cfg, len(data.neutral))
+    model.fit_statistics(data.offsets_cm, data.frontal)
+    mask = torch.from_numpy(uv_mask(cfg.texture_size)).float()
+    before = evaluate(model, data, mask, train)
+    opt = torch.optim.Adam(model.parameters(), lr=train.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=train.lr * train.final_lr_fraction)
+    n, k = data.textures.shape[:2]
+    for step in range(steps):
+        _check(cancel)
+        idx = torch.randint(n, (train.batch_size,), generator=gen)
+        view_idx = torch.randint(k, (train.batch_size,), generator=gen)
+        loss, parts = _losses(model, data, idx, view_idx, mask, train)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress is not None and (step % 10 == 9 or step == steps - 1):
+            progress(step + 1, steps, f"{data.subject_id} texture mse {parts['texture_mse']:.2e}")
+    return model.eval(), {"before": before, "after": evaluate(model, data, mask, train)}
+
+
+def identity_seed(seed: int, subject_id: str) -> int:
+    """Each identity its own init (so latent axes differ), reproducible from the run's seed."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(subject_id.encode())]).generate_state(1)[0])
+
+
+def train_avatar(subject_dir: str | os.PathLike, capture_paths: list[str | os.PathLike],
+                 cfg: AvatarConfig | None = None, steps: int = DEFAULT_STEPS, progress: Progress | None = None,
+                 cancel: Cancel | None = None, seed: int = 0, train: AvatarTrainConfig | None = None) -> Path:
+    """Train identity i's avatar on its own captures and save ``<subject>/avatar/avatar.pt``."""
+    cfg, train = cfg or AvatarConfig(), train or AvatarTrainConfig()
+    subject_dir = Path(subject_dir)
+    if not capture_paths:
+        raise AvatarError(f"{subject_dir}: no captures to train the avatar on")
+    t0 = time.time()
+    data = bake_frames(subject_dir, [Path(p) for p in capture_paths], cfg.texture_size, train,
+                       np.random.default_rng(seed), cancel)
+    baked = time.time() - t0
+    model, errors = fit(data, cfg, steps, train, seed, progress, cancel)
+    provenance = {"generator": "mia-studio avatars v1", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "captures": [Path(p).name for p in capture_paths], "frames": len(data.offsets_cm),
+                  "steps": steps, "seed": seed, "train_config": asdict(train), "errors": errors,
+                  "seconds": {"bake": round(baked, 2), "total": round(time.time() - t0, 2)}}
+    return save_avatar(avatar_path(subject_dir), model, subject_id=data.subject_id, neutral=data.neutral,
+                       mask=uv_mask(cfg.texture_size), topology=load_face_model().topology.describe(),
+                       provenance=provenance)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_codes(avatar: AvatarDecoder, capture_paths: list[str | os.PathLike], albedo: np.ndarray | None = None,
+                batch: int = 64) -> list[Path]:
+    """Encode every frame of each capture and write its ``codes.npy`` (T, 256) float32 atomically.
+
+    The albedo defaults to the one beside the avatar (``<subject>/albedo.png``)."""
+    if avatar.latent_dim != CODE_DIM:
+        raise AvatarError(f"captures store {CODE_DIM}-d codes, but this avatar's latent is {avatar.latent_dim}-d")
+    if albedo is None:
+        if avatar.subject_dir is None:
+            raise AvatarError("write_codes needs the subject's albedo: pass it, or load the avatar from its file")
+        albedo = load_albedo(avatar.subject_dir)
+    renderer = texture_renderer(albedo)
+    written = []
+    try:
+        for path in map(Path, capture_paths):
+            meshes = capture_meshes(path, avatar.subject_id, len(avatar.neutral))
+            codes = np.empty((len(meshes), avatar.latent_dim), np.float32)
+            for s in range(0, len(meshes), batch):
+                chunk = meshes[s:s + batch]
+                tex = np.stack([frame_texture(renderer, m, FRONTAL_VIEW, avatar.texture_size) for m in chunk])
+                codes[s:s + batch] = avatar.encode(chunk, tex)
+            _save_atomic(path / "codes.npy", codes)
+            written.append(path / "codes.npy")
+    finally:
+        renderer.release()
+    return written
+
+
+def _has_codes(path: Path) -> bool:
+    try:
+        codes = np.load(path / "codes.npy", mmap_mode="r")
+        return codes.shape == (read_meta(path).frame_count, CODE_DIM)
+    except (OSError, ValueError, CaptureError):
+        return False
+
+
+def _existing(subject_dir: Path, cfg: AvatarConfig) -> AvatarDecoder | None:
+    """The subject's saved avatar when it was made with this config, else None (retrain)."""
+    try:
+        avatar = load_avatar(avatar_path(subject_dir))
+    except AvatarError:
+        return None
+    return avatar if avatar.config == cfg else None
+
+
+def subject_captures(dataset_root: str | os.PathLike) -> dict[Path, list[Path]]:
+    """Subject folders of a dataset and the captures of each (by the captures' subject id)."""
+    root = Path(dataset_root)
+    subjects = sorted(p for p in (root / "subjects").glob("*") if (p / "neutral.obj").exists())
+    if not subjects:
+        raise AvatarError(f"{root}: no subjects/<id>/neutral.obj found; expected a dataset made by `mia synth`")
+    by_id: dict[str, list[Path]] = {}
+    for path in list_captures(root / "captures" if (root / "captures").is_dir() else root):
+        by_id.setdefault(read_meta(path).subject_id, []).append(path)
+    return {s: by_id.get(read_subject(s)[0], []) for s in subjects}
+
+
+def train_dataset_avatars(dataset_root: str | os.PathLike, cfg: AvatarConfig | None = None,
+                          steps: int = DEFAULT_STEPS, progress: Progress | None = None, cancel: Cancel | None = None,
+                          seed: int = 0, train: AvatarTrainConfig | None = None) -> dict[str, Path]:
+    """Train (or resume) every subject's avatar and write codes for all their captures.
+
+    An identity is skipped when its avatar exists with the same config and all its captures have
+    codes; an avatar that exists but lacks some codes only has them written. Subjects without
+    captures are left out. Returns {subject id: avatar file}."""
+    cfg = cfg or AvatarConfig()
+    plan = [(s, caps) for s, caps in subject_captures(dataset_root).items() if caps]
+    total = steps * len(plan)
+    out = {}
+    for n, (subject_dir, caps) in enumerate(plan):
+        name = subject_dir.name
+        avatar = _existing(subject_dir, cfg)
+        if avatar is None:
+            if progress is not None:
+                progress(n * steps, total, f"{name}: baking textures")
+            sub = None if progress is None else (lambda k, _, msg, base=n * steps: progress(base + k, total, msg))
+            avatar = load_avatar(train_avatar(subject_dir, caps, cfg, steps, sub, cancel,
+                                              identity_seed(seed, name), train))
+            missing = caps
+        else:
+            missing = [c for c in caps if not _has_codes(c)]
+        if missing and progress is not None:
+            progress(n * steps + steps, total, f"{name}: writing codes")
+        write_codes(avatar, missing)
+        out[avatar.subject_id] = avatar.path
+        if progress is not None:
+            progress((n + 1) * steps, total, f"{name}: done")
+    return out

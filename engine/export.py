@@ -1,0 +1,287 @@
+"""ONNX export of a MIA checkpoint and the onnxruntime path that runs it without torch.
+
+What is exported is what a deployed headset needs per frame:
+- ``shape.onnx``: B + G, images (N, 3, H, W) float32 and neutral meshes (K, V, 3) mm -> the
+  embedding e (N, E) and meshes (max(N, K), V, 3). N and K broadcast (either may be 1), so one
+  frame drives K subjects with one backbone call: the retargeting grid of the GUI.
+- ``code_XXX.onnx``, one per subject with an adaptation layer: e (N, E) -> z = P_i F_i(e) + z̄_i.
+  Avatar decoders D_i are the user's own models and are not exported.
+
+Every file is checked against torch on random inputs (several batch sizes, both broadcasts) and
+the export fails with ExportError when any output differs by more than the tolerance, so a shipped
+folder is known to compute what the checkpoint does. The folder is written under a temporary name
+and renamed into place, with a manifest.json recording the checkpoint hash, topology, identities,
+files and the errors measured.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from engine.checkpoint import Checkpoint, load_checkpoint
+from engine.errors import CheckpointError, MiaError
+from engine.mia.model import MIA
+from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
+
+FORMAT = "mia-onnx"
+VERSION = 1
+MANIFEST = "manifest.json"
+SHAPE_FILE = "shape.onnx"
+NEUTRALS_FILE = "neutrals.npz"
+OPSET = 17
+TOLERANCE = 1e-4
+_QUIET = ("instance_norm", "legacy TorchScript", "will be removed", "Converting a tensor",
+          "dynamic_axes", "TracerWarning")
+
+
+class ExportError(MiaError, RuntimeError):
+    """An ONNX export could not be written or does not reproduce the checkpoint within tolerance."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content hash of a checkpoint, so an export (or cache) is tied to the exact weights."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_export_dir(checkpoint_path: str | os.PathLike) -> Path:
+    """Where InferenceEngine(backend="onnx") caches an export: keyed by the checkpoint's hash."""
+    root = Path(os.environ.get("MIA_CACHE_DIR", Path.home() / ".cache" / "mia-studio"))
+    return root / "onnx" / file_sha256(checkpoint_path)[:16]
+
+
+class ShapeGraph(nn.Module):
+    """B + G with broadcasting between the image batch N and the neutral batch K.
+
+    Adding zeros of the other batch's shape broadcasts (N, E) against (K, 1) without a
+    data-dependent branch, so the traced graph keeps both batch sizes dynamic.
+    """
+
+    def __init__(self, model: MIA) -> None:
+        super().__init__()
+        self.backbone, self.shape_network = model.backbone, model.shape_network
+
+    def forward(self, images: Tensor, neutral: Tensor) -> tuple[Tensor, Tensor]:
+        e = self.backbone(images)
+        e_rows = e + torch.zeros_like(neutral[:, :1, 0])
+        neutral_rows = neutral + torch.zeros_like(e[:, :1, None])
+        return e, self.shape_network(e_rows, neutral_rows)
+
+
+class CodeGraph(nn.Module):
+    """Eq. 4 for one subject: z = P_i F_i(e) + z̄_i."""
+
+    def __init__(self, adapter: AdaptationLayer, space: IdentityCodeSpace) -> None:
+        super().__init__()
+        self.adapter, self.space = adapter, space
+
+    def forward(self, embedding: Tensor) -> Tensor:
+        return self.space.project(self.adapter(embedding))
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+            axes: dict[str, dict[int, str]]) -> str:
+    """torch.onnx.export, TorchScript exporter first (a plain graph), torch.export-based if absent."""
+    kwargs = dict(input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET)
+    with warnings.catch_warnings():
+        for text in _QUIET:
+            warnings.filterwarnings("ignore", message=f".*{text}.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(module, args, str(path), dynamo=False, **kwargs)
+            return "torchscript"
+        except (TypeError, RuntimeError, NotImplementedError, AttributeError) as first:
+            try:
+                torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, **kwargs)
+                return "dynamo"
+            except Exception as err:
+                raise ExportError(f"{path.name}: ONNX export failed (TorchScript exporter: {first}; "
+                                  f"torch.export-based exporter: {err})") from err
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _max_error(a: Tensor, b: np.ndarray) -> float:
+    if tuple(a.shape) != b.shape:
+        raise ExportError(f"ONNX output shaped {b.shape} where torch gives {tuple(a.shape)}")
+    return float(np.abs(a.numpy() - b).max())
+
+
+def _check_shape(model: MIA, graph: ShapeGraph, path: Path, template: np.ndarray) -> dict[str, float]:
+    """Max abs errors of embedding and mesh over batch sizes (1, 1), (3, 3), (1, 3) and (2, 1)."""
+    rng = np.random.default_rng(0)
+    session = _session(path, threads=1)
+    s = model.cfg.image_size
+    errors = {"embedding": 0.0, "mesh": 0.0}
+    for n, k in ((1, 1), (3, 3), (1, 3), (2, 1)):
+        images = rng.uniform(0, 255, (n, 3, s, s)).astype(np.float32)
+        neutral = (template + rng.normal(0, 2.0, (k, *template.shape))).astype(np.float32)
+        with torch.inference_mode():
+            e, mesh = graph(torch.from_numpy(images), torch.from_numpy(neutral))
+        got_e, got_mesh = session.run(["embedding", "mesh"], {"images": images, "neutral": neutral})
+        errors["embedding"] = max(errors["embedding"], _max_error(e, got_e))
+        errors["mesh"] = max(errors["mesh"], _max_error(mesh, got_mesh))
+    return errors
+
+
+def _check_code(graph: CodeGraph, path: Path, dim: int) -> float:
+    rng = np.random.default_rng(1)
+    session = _session(path, threads=1)
+    error = 0.0
+    for n in (1, 4):
+        e = rng.normal(0, 1, (n, dim)).astype(np.float32)
+        with torch.inference_mode():
+            z = graph(torch.from_numpy(e))
+        error = max(error, _max_error(z, session.run(["code"], {"embedding": e})[0]))
+    return error
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move a finished export into place; an older export there is replaced, anything else kept."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
+            raise ExportError(f"{out}: exists and is not an ONNX export folder (no {MANIFEST}); "
+                              "choose an empty or new folder")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def export_onnx(checkpoint: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike,
+                tolerance: float = TOLERANCE) -> dict:
+    """Export B+G and every F_i (with P_i, z̄_i) of a checkpoint; returns the manifest written.
+
+    Raises ExportError naming the file and output when onnxruntime disagrees with torch by more
+    than ``tolerance`` (max abs error; mm for meshes).
+    """
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    if ckpt.kind != "mia":
+        raise CheckpointError(f"{ckpt.path}: is a {ckpt.kind!r} checkpoint; only MIA checkpoints export to ONNX")
+    model = ckpt.build_model()
+    assert isinstance(model, MIA)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _write_export(ckpt, model, tmp, tolerance)
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float) -> dict:
+    cfg = model.cfg
+    template = ckpt.template
+    graph = ShapeGraph(model).eval()
+    example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.from_numpy(template)[None])
+    exporter = _export(graph, example, folder / SHAPE_FILE, ["images", "neutral"], ["embedding", "mesh"],
+                       {"images": {0: "frames"}, "neutral": {0: "subjects"}, "embedding": {0: "frames"},
+                        "mesh": {0: "rows"}})
+    errors: dict = _check_shape(model, graph, folder / SHAPE_FILE, template)
+    files = {"shape": SHAPE_FILE}
+    identities = {}
+    errors["code"] = {}
+    for k, name in enumerate(model.identities):
+        file = f"code_{k:03d}.onnx"
+        space = model.texture.code_spaces[name]
+        assert isinstance(space, IdentityCodeSpace)
+        code_graph = CodeGraph(model.texture.adapters[name], space).eval()  # type: ignore[arg-type]
+        _export(code_graph, (torch.zeros(1, cfg.embedding_dim),), folder / file, ["embedding"], ["code"],
+                {"embedding": {0: "frames"}, "code": {0: "frames"}})
+        errors["code"][name] = _check_code(code_graph, folder / file, cfg.embedding_dim)
+        identities[name] = {"file": file}
+    _check_errors(errors, tolerance)
+    neutrals = {name: np.asarray(d["neutral"], np.float32) for name, d in ckpt.subjects.items()}
+    np.savez(folder / NEUTRALS_FILE, template=template, **{f"subject_{k}": v for k, v in enumerate(neutrals.values())})
+    manifest = {
+        "format": FORMAT, "version": VERSION,
+        "checkpoint": {"path": str(ckpt.path.resolve()), "sha256": file_sha256(ckpt.path)},
+        "model_config": cfg.to_dict(), "topology": dict(ckpt.topology), "image_size": cfg.image_size,
+        "embedding_dim": cfg.embedding_dim, "latent_dim": cfg.latent_dim,
+        "identities": identities, "subjects": list(neutrals),
+        "files": {**files, "neutrals": NEUTRALS_FILE, **{n: d["file"] for n, d in identities.items()}},
+        "max_abs_error": errors, "tolerance": tolerance, "opset": OPSET, "exporter": exporter,
+        "torch": torch.__version__,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _check_errors(errors: dict, tolerance: float) -> None:
+    bad = [f"{k} {v:.2e}" for k, v in errors.items() if k != "code" and v > tolerance]
+    bad += [f"code of {n} {v:.2e}" for n, v in errors["code"].items() if v > tolerance]
+    if bad:
+        raise ExportError(f"ONNX export does not reproduce the checkpoint: max abs error {', '.join(bad)} "
+                          f"exceeds the tolerance {tolerance:.0e} (onnxruntime vs torch on random inputs)")
+
+
+class OnnxModel:
+    """An export folder run with onnxruntime: the torch-free per-frame path of InferenceEngine."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int = 2) -> None:
+        self.folder = Path(folder)
+        file = self.folder / MANIFEST
+        try:
+            self.manifest: dict = json.loads(file.read_text())
+        except (OSError, ValueError) as err:
+            raise ExportError(f"{file}: not a readable ONNX export manifest ({err}); run `mia export` first") from err
+        if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
+            raise ExportError(f"{file}: not a {FORMAT} v{VERSION} manifest")
+        self.threads = threads
+        self._shape = _session(self.folder / self.manifest["files"]["shape"], threads)
+        self._codes = {name: _session(self.folder / d["file"], threads)
+                       for name, d in self.manifest["identities"].items()}
+
+    @property
+    def identities(self) -> list[str]:
+        return list(self.manifest["identities"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return str(self.manifest["checkpoint"]["sha256"])
+
+    def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """images (N, 3, S, S), neutral (K, V, 3) mm -> embedding (N, E), meshes (max(N, K), V, 3)."""
+        e, mesh = self._shape.run(["embedding", "mesh"], {
+            "images": np.ascontiguousarray(images, np.float32),
+            "neutral": np.ascontiguousarray(neutral, np.float32)})
+        return e, mesh
+
+    def code(self, name: str, embedding: np.ndarray) -> np.ndarray:
+        """Subject ``name``'s avatar codes z (N, latent_dim) for embeddings (N, E)."""
+        if name not in self._codes:
+            raise KeyError(f"{name!r} has no adaptation layer in {self.folder}; known: {self.identities}")
+        return self._codes[name].run(["code"], {"embedding": np.ascontiguousarray(embedding, np.float32)})[0]
+
+    def neutrals(self) -> dict[str, np.ndarray]:
+        """The checkpoint's subjects' neutral meshes, so an export drives them without the checkpoint."""
+        with np.load(self.folder / self.manifest["files"]["neutrals"]) as d:
+            return {name: d[f"subject_{k}"] for k, name in enumerate(self.manifest["subjects"])}
