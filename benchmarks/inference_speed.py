@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         for backend in ("torch", "onnx"):
             engine = InferenceEngine(path, backend=backend, threads=args.threads, onnx_dir=onnx_dir)
             name = next(iter(ckpt.identities), None) or next(iter(ckpt.subjects), None)
-            engine.set_subject(name) if name else engine.set_subject("template", ckpt.template)
+            if name is None:
+                engine.set_subject("template", ckpt.template)
+            else:
+                engine.set_subject(name)
             rows[f"engine step, {backend} (preprocess+B+G+F)"] = timed(lambda: engine(frame), args.frames, args.warmup)
 
         flops = count_flops(graph, images, neutral)

@@ -25,8 +25,8 @@ from engine.data import HMCDataset, find_captures
 from engine.errors import CaptureError, CheckpointError, ConfigError
 from engine.mia.losses import LAMBDA_T
 from engine.mia.model import MIA
-from engine.train import (Progress, StepBatchSampler, TextureDecoder, augment_config, face_topology,
-                          make_loader, pick_device, texture_term)
+from engine.train import (Progress, StepBatchSampler, TextureDecoder, adam, augment_config,
+                          face_topology, make_loader, pick_device, texture_term)
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _fit(model: MIA, adapter: nn.Module, dataset: HMCDataset, subject: str, cfg:
          device: torch.device, decoders: dict | None, progress: Progress | None,
          cancel: Callable[[], bool] | None, show_bar: bool) -> None:
     """Adam on F_new alone; the loss is eq. 5 on frames that have codes."""
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=cfg.lr)
+    optimizer = adam(adapter.parameters(), cfg.lr, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step or max(1, cfg.steps // 10),
                                                 cfg.lr_decay)
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, 0, cfg.steps)

@@ -34,6 +34,7 @@ VERSION = 1
 AVATAR_DIR = "avatar"
 AVATAR_FILE = "avatar.pt"
 MM_PER_CM = 10.0
+MIN_RELATIVE_SPREAD = 1e-3  # geometry PCA components spreading less than this x the first are dropped
 FRONTAL_VIEW = np.array([0.0, 0.0, 1.0], np.float32)  # head coordinates: +z points out of the face
 LIGHT_DIR = np.array([0.3, 0.5, 1.0], np.float32) / np.linalg.norm([0.3, 0.5, 1.0])  # key light, fixed to the head
 
@@ -142,6 +143,14 @@ class AvatarConfig:
         return cls(**d)
 
 
+def round_to_storage(module: nn.Module) -> None:
+    """Round every float weight and buffer to fp16 precision in place (what the avatar file keeps)."""
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+
+
 def _act() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
@@ -180,20 +189,33 @@ class AvatarAutoencoder(nn.Module):
             self.geometry_decoder = nn.Sequential(nn.Linear(cfg.latent_dim, h), _act(), nn.Linear(h, r))
             geo_features = h
         self.to_code = nn.Linear(ch[-1] * 16 + geo_features, cfg.latent_dim)
+        for last in self._output_layers():  # start at the mean texture and mean geometry, then refine
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def _output_layers(self) -> list[nn.Module]:
+        layers = [self.texture_decoder[-1]]
+        return layers + [self.geometry_decoder[-1]] if self.cfg.geometry else layers
 
     @torch.no_grad()
     def fit_statistics(self, offsets_cm: Tensor, textures: Tensor) -> None:
-        """Mean texture and the geometry PCA from training data (N, V*3) cm and (N, S, S)."""
+        """Mean texture and the geometry PCA from training data (N, V*3) cm and (N, S, S).
+
+        Components with (almost) no variance are dropped: dividing by their tiny spread would turn
+        rounding noise into huge encoder inputs. Everything is rounded to fp16, the precision the
+        avatar file stores, so training sees exactly what inference will."""
         self.texture_mean.copy_(textures.mean(0))
         if self.cfg.geometry:
             mean = offsets_cm.mean(0)
             _, sv, vh = torch.linalg.svd(offsets_cm - mean, full_matrices=False)
-            r = min(self.cfg.geometry_rank, vh.shape[0])
+            std = sv / math.sqrt(max(len(offsets_cm) - 1, 1))
+            r = min(self.cfg.geometry_rank, int((std > MIN_RELATIVE_SPREAD * std[0]).sum()))
             self.geometry_mean.copy_(mean)
             self.geometry_basis.zero_()
             self.geometry_basis[:r] = vh[:r]
-            std = sv[:r] / math.sqrt(max(len(offsets_cm) - 1, 1))
-            self.geometry_scale[:r] = std.clamp_min(1e-6)
+            self.geometry_scale.fill_(1.0)
+            self.geometry_scale[:r] = std[:r]
+        round_to_storage(self)
 
     def encode(self, offsets_cm: Tensor | None, texture: Tensor) -> Tensor:
         """E_i: offsets (N, V*3) cm from the neutral and frontal textures (N, S, S) -> z (N, latent)."""

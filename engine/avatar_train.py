@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from engine.avatar import (FRONTAL_VIEW, MM_PER_CM, AvatarAutoencoder, AvatarConfig, AvatarDecoder, avatar_path,
-                           frame_texture, load_albedo, load_avatar, save_avatar, texture_renderer, uv_mask,
-                           view_vectors)
+                           frame_texture, load_albedo, load_avatar, round_to_storage, save_avatar,
+                           texture_renderer, uv_mask, view_vectors)
 from engine.capture import CODE_DIM, list_captures, open_capture, read_meta
 from engine.errors import AvatarError, CaptureError
 from engine.facemodel import load_face_model
@@ -171,6 +171,7 @@ def fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainC
         sched.step()
         if progress is not None and (step % 10 == 9 or step == steps - 1):
             progress(step + 1, steps, f"{data.subject_id} texture mse {parts['texture_mse']:.2e}")
+    round_to_storage(model)  # the errors below are those of the saved (fp16) avatar
     return model.eval(), {"before": before, "after": evaluate(model, data, mask, train)}
 
 

@@ -188,6 +188,8 @@ def _with_context(method):
 def gl_context():
     """The calling thread's headless GL context (EGL, falling back to the default backend)."""
     ctx = getattr(_local, "ctx", None)
+    if ctx is not None and getattr(_local, "pid", None) != os.getpid():
+        ctx = None  # a forked child (DataLoader worker) must not use the parent's context
     if ctx is None:
         import moderngl
         try:
@@ -198,7 +200,7 @@ def gl_context():
             except Exception as err:
                 raise RuntimeError(f"no headless OpenGL available (EGL: {egl_error}; default: {err}); "
                                    "install libegl1 libgl1-mesa-dri (see Makefile 'apt')") from err
-        _local.ctx = ctx
+        _local.ctx, _local.pid = ctx, os.getpid()
     return ctx
 
 

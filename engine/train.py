@@ -251,6 +251,12 @@ class DistEnv:
             dist.destroy_process_group()
 
 
+def adam(params: Sequence[nn.Parameter] | Any, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam, fused where PyTorch has a fused kernel: on CPU it is ~4x faster for G's large
+    output layer, which dominates the parameter count."""
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -447,7 +453,7 @@ class Trainer:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.step_module, device_ids=ids, find_unused_parameters=True)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.optimizer = adam(params, cfg.lr, self.env.device)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_decay)
         self.step, self.seconds = 0, 0.0
         if ckpt is not None:

@@ -249,7 +249,7 @@ class Augmenter:
     def source_coords(self, verts: np.ndarray, source: PinholeCamera, target: PinholeCamera,
                       visibility: np.ndarray | None = None) -> np.ndarray:
         """(H, W, 4) for the target view: source pixel x, y (remap convention: pixel centres at
-        integers), whether the source shows this surface point (0..1) and coverage (0/1).
+        integers), whether the source shows this surface point (0..1) and depth (0: no face).
 
         ``verts`` is the capped mesh, already uploaded. ``visibility`` (V,), the source's vertex
         visibility when known (captures store it), saves the source depth render."""
@@ -261,10 +261,9 @@ class Augmenter:
         else:
             vis = np.concatenate([np.asarray(visibility, bool)[: self.n_verts], np.zeros(len(self.caps.t), bool)])
         vis[self.n_verts:] = True  # cap vertices only steer how the rim is interpolated across a hole
-        out = self._renderer().render_source_coords(target, np.column_stack([px - 0.5, vis.astype(np.float32)]))
-        out = out.copy()
-        out[..., 3] = out[..., 3] > 0
-        return out
+        attrs = np.empty((len(px), 3), np.float32)
+        attrs[:, :2], attrs[:, 2] = px - 0.5, vis
+        return self._renderer().render_source_coords(target, attrs)
 
     def _pixel_grid(self, h: int, w: int) -> np.ndarray:
         grid = getattr(self._local, "grid", None)
@@ -287,23 +286,25 @@ class Augmenter:
         sc = self.source_coords(verts, source, target, visibility)
         cover = sc[..., 3] > 0
         valid = cover & (sc[..., 2] > 0.5)
-        flow = self.background_map(source, target)
+        bg = self.background_map(source, target)
         if not valid.any():
-            return flow, cover
-        face = (sc[..., :2] - flow) * valid[..., None]  # the face's motion relative to the background's
-        # pixels whose surface the source did not show take the nearest pixel's that it did (the
-        # label of a pixel that did is itself)
+            return bg, cover
+        # every pixel takes the motion (relative to the background's) of the nearest pixel whose
+        # surface the source showed: its own where it did
         dist, labels = cv2.distanceTransformWithLabels((~valid).astype(np.uint8), cv2.DIST_L2, 3,
                                                        labelType=cv2.DIST_LABEL_PIXEL)
-        lut = np.zeros((labels.max() + 1, 2), np.float32)
-        lut[labels[valid]] = face[valid]
-        # off the face, a smooth extension of its motion fades out, so the head beyond the mesh
-        # edge follows the face while the headset interior further out stays put
+        seen = np.flatnonzero(valid)
+        pixel_of = np.zeros(labels.max() + 1, np.intp)
+        pixel_of[labels.ravel()[seen]] = seen
+        nearest = pixel_of[labels]
+        motion = np.take(sc.reshape(-1, 4), nearest, axis=0)[..., :2] - np.take(bg.reshape(-1, 2), nearest, axis=0)
+        # off the face, a smooth extension of the face's motion fades out, so the head beyond the
+        # mesh edge follows the face while the headset interior further out stays put
         sigma = FACE_MOTION_FALLOFF * cover.shape[1]
-        smooth = _blur(np.dstack([face, valid.astype(np.float32)]), sigma)
+        w = valid.astype(np.float32)
+        smooth = _blur(np.dstack([motion * w[..., None], w]), sigma)
         outside = smooth[..., :2] * (np.exp(-dist / sigma) / np.maximum(smooth[..., 2], 1e-3))[..., None]
-        flow += np.where(cover[..., None], lut[labels], outside)
-        return flow, cover
+        return bg + np.where(cover[..., None], motion, outside), cover
 
     def rerender(self, images: np.ndarray, mesh: np.ndarray, sources: Sequence[PinholeCamera],
                  targets: Sequence[PinholeCamera], visibility: np.ndarray | None = None
