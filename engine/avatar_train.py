@@ -47,6 +47,7 @@ class AvatarTrainConfig:
     texture_weight: float = 100.0    # on the masked texture MSE (intensities in [0, 1])
     geometry_weight: float = 1.0     # on the offsets MSE in cm^2
     code_weight: float = 1e-4        # on mean z^2: keeps codes O(1) for MIA's L2 regression
+    eval_samples: int = 256          # (frame, view) pairs the before/after errors are measured on
 
 
 @dataclass
@@ -55,7 +56,6 @@ class IdentityFrames:
 
     subject_id: str
     neutral: np.ndarray   # (V, 3) mm
-    meshes: list[np.ndarray]  # per capture (T, V, 3) mm
     offsets_cm: torch.Tensor  # (N, V*3)
     frontal: torch.Tensor     # (N, S, S) encoder input
     views: torch.Tensor       # (N, 1 + K, 3): frontal, then K random views
@@ -114,7 +114,7 @@ def bake_frames(subject_dir: Path, capture_paths: list[Path], size: int, train: 
         renderer.release()
     offsets = torch.from_numpy((allm - neutral).reshape(n, -1) / MM_PER_CM)
     tex = torch.from_numpy(textures)
-    return IdentityFrames(subject_id, neutral, meshes, offsets, tex[:, 0].float(), torch.from_numpy(views), tex)
+    return IdentityFrames(subject_id, neutral, offsets, tex[:, 0].float(), torch.from_numpy(views), tex)
 
 
 def _losses(model: AvatarAutoencoder, data: IdentityFrames, idx: torch.Tensor, view_idx: torch.Tensor,
@@ -133,19 +133,20 @@ def _losses(model: AvatarAutoencoder, data: IdentityFrames, idx: torch.Tensor, v
 
 
 def evaluate(model: AvatarAutoencoder, data: IdentityFrames, mask: torch.Tensor, train: AvatarTrainConfig,
-             chunk: int = 128) -> dict[str, float]:
-    """Mean reconstruction errors over every frame and baked view (no gradient, in chunks)."""
+             seed: int, chunk: int = 128) -> dict[str, float]:
+    """Mean reconstruction errors on a fixed sample of (frame, view) pairs (no gradient, in chunks)."""
     n, k = data.textures.shape[:2]
-    idx, view_idx = torch.arange(n).repeat_interleave(k), torch.arange(k).repeat(n)
+    pairs = torch.randperm(n * k, generator=torch.Generator().manual_seed(seed))[:train.eval_samples]
+    idx, view_idx = pairs // k, pairs % k
     sums: dict[str, float] = {}
     model.eval()
     with torch.no_grad():
-        for s in range(0, n * k, chunk):
+        for s in range(0, len(pairs), chunk):
             _, parts = _losses(model, data, idx[s:s + chunk], view_idx[s:s + chunk], mask, train)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value * len(idx[s:s + chunk])
     model.train()
-    return {key: value / (n * k) for key, value in sums.items()}
+    return {key: value / len(pairs) for key, value in sums.items()}
 
 
 def fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainConfig, seed: int,
@@ -156,7 +157,7 @@ def fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainC
     model = AvatarAutoencoder(cfg, len(data.neutral))
     model.fit_statistics(data.offsets_cm, data.frontal)
     mask = torch.from_numpy(uv_mask(cfg.texture_size)).float()
-    before = evaluate(model, data, mask, train)
+    before = evaluate(model, data, mask, train, seed)
     opt = torch.optim.Adam(model.parameters(), lr=train.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=train.lr * train.final_lr_fraction)
     n, k = data.textures.shape[:2]
@@ -172,7 +173,7 @@ def fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainC
         if progress is not None and (step % 10 == 9 or step == steps - 1):
             progress(step + 1, steps, f"{data.subject_id} texture mse {parts['texture_mse']:.2e}")
     round_to_storage(model)  # the errors below are those of the saved (fp16) avatar
-    return model.eval(), {"before": before, "after": evaluate(model, data, mask, train)}
+    return model.eval(), {"before": before, "after": evaluate(model, data, mask, train, seed)}
 
 
 def identity_seed(seed: int, subject_id: str) -> int:
@@ -265,7 +266,7 @@ def subject_captures(dataset_root: str | os.PathLike) -> dict[Path, list[Path]]:
     if not subjects:
         raise AvatarError(f"{root}: no subjects/<id>/neutral.obj found; expected a dataset made by `mia synth`")
     by_id: dict[str, list[Path]] = {}
-    for path in list_captures(root / "captures" if (root / "captures").is_dir() else root):
+    for path in list_captures(root):
         by_id.setdefault(read_meta(path).subject_id, []).append(path)
     return {s: by_id.get(read_subject(s)[0], []) for s in subjects}
 

@@ -212,8 +212,8 @@ class HMCDataset(Dataset):
                                 f"capture {p} needs a neutral mesh (dataset layout "
                                 "subjects/<id>/neutral.obj, or pass it in)")
         self.captures = [load_capture(Path(p), image_size, split, val_fraction) for p in captures]
-        self.vertex_count = self._check_topology(topology)
-        self.topology = topology or self._capture_topology()
+        self.topology = self._check_topology(topology)
+        self.vertex_count = int(self.topology["vertex_count"])
         self.neutrals = self._load_neutrals(given)
         self._index = np.concatenate([np.stack([np.full(len(c.frame_index), k), np.arange(len(
             c.frame_index))], 1) for k, c in enumerate(self.captures)])
@@ -223,25 +223,27 @@ class HMCDataset(Dataset):
         self._augmenter: Any = None
 
     # ----- construction checks
-    def _check_topology(self, topology: dict | None) -> int:
-        counts = {c.path: c.meshes.shape[1] for c in self.captures}
-        expected = int(topology["vertex_count"]) if topology else next(iter(counts.values()))
-        source = f"topology {topology['name']!r}" if topology else str(self.captures[0].path)
+    def _check_topology(self, topology: dict | None) -> dict:
+        """The topology all captures share: `topology` if given, else the first capture's."""
+        first = self.captures[0]
+        if topology is None:
+            ref0 = first.meta.topology
+            topology = ref0.to_dict() if ref0 is not None else {
+                "name": "unknown", "vertex_count": int(first.meshes.shape[1]), "hash": ""}
+            source = f"topology {topology['name']!r} of {first.path}"
+        else:
+            source = f"topology {topology['name']!r}"
+        expected = int(topology["vertex_count"])
         for c in self.captures:
-            if counts[c.path] != expected:
-                raise CaptureError(f"{c.path / 'meshes.npy'}: meshes have {counts[c.path]} vertices "
-                                   f"but {source} has {expected}; all captures must share one topology")
+            if c.meshes.shape[1] != expected:
+                raise CaptureError(f"{c.path / 'meshes.npy'}: meshes have {c.meshes.shape[1]} "
+                                   f"vertices but {source} has {expected}; all captures must share "
+                                   "one topology")
             ref = c.meta.topology
-            if topology and ref is not None and topology.get("hash") and ref.hash != topology["hash"]:
-                raise CaptureError(f"{c.path / 'capture.json'}: topology {ref.name!r} (hash {ref.hash}) "
-                                   f"differs from {source} (hash {topology['hash']})")
-        return expected
-
-    def _capture_topology(self) -> dict:
-        ref = self.captures[0].meta.topology
-        if ref is not None:
-            return ref.to_dict()
-        return {"name": "unknown", "vertex_count": self.vertex_count, "hash": ""}
+            if ref is not None and topology.get("hash") and ref.hash != topology["hash"]:
+                raise CaptureError(f"{c.path / 'capture.json'}: topology {ref.name!r} (hash "
+                                   f"{ref.hash}) differs from {source} (hash {topology['hash']})")
+        return dict(topology)
 
     def _load_neutrals(self, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -414,6 +414,65 @@ def stop_on_signals(flag: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+class RunLog:
+    """log.csv (one row per `log_every` steps, flushed) and the progress bar; rank 0 writes.
+
+    Losses are averaged over the window and over ranks; samples/s counts all ranks' samples.
+    On resume the file is cut back to the checkpoint's step: later rows are about to be redone.
+    """
+
+    def __init__(self, trainer: Trainer, path: Path | None) -> None:
+        self.trainer = trainer
+        self.acc = torch.zeros(3, device=trainer.env.device)
+        self.count, self.start = 0, time.perf_counter()
+        self.metrics: dict[str, float] = {}
+        self.file = self.bar = self.writer = None
+        if path is not None:
+            rows: list[list[str]] = []
+            if trainer.step > 0 and path.exists():
+                with open(path, newline="") as f:
+                    rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= trainer.step]
+            self.file = open(path, "w", newline="")
+            self.writer = csv.writer(self.file, lineterminator="\n")
+            self.writer.writerows([list(LOG_FIELDS), *rows])
+            self.file.flush()
+            if trainer.show_bar:
+                from tqdm import tqdm
+                self.bar = tqdm(total=trainer.cfg.steps, initial=trainer.step, unit="step",
+                                desc="train", dynamic_ncols=True)
+
+    def add(self, terms: LossTerms) -> None:
+        self.acc += torch.stack([terms.total, terms.shape, terms.texture])
+        self.count += 1
+        step, cfg = self.trainer.step, self.trainer.cfg
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            self._write(step)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _write(self, step: int) -> None:
+        now = time.perf_counter()
+        env, cfg = self.trainer.env, self.trainer.cfg
+        mean = env.all_mean(self.acc / self.count).tolist()
+        self.metrics = {"loss": mean[0], "shape_loss": mean[1], "texture_loss": mean[2],
+                        "lr": self.trainer.last_lr,
+                        "samples_per_s": self.count * cfg.batch_size * env.world_size
+                        / max(now - self.start, 1e-9)}
+        if self.writer is not None:
+            self.writer.writerow([step, *(f"{self.metrics[k]:.6g}" for k in LOG_FIELDS[1:])])
+            self.file.flush()
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{mean[0]:.4g}", refresh=False)
+        self.acc.zero_()
+        self.count, self.start = 0, now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+
+
 class Trainer:
     """One training run: build (or resume) everything in __init__, then `run()`.
 
@@ -423,7 +482,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: str | os.PathLike | Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike | None = None, *, resume: bool = False,
                  texture_decoders: dict[str, TextureDecoder] | None = None,
-                 show_bar: bool = True) -> None:
+                 neutrals: dict[str, np.ndarray] | None = None, show_bar: bool = True) -> None:
         out = out_dir if out_dir is not None else cfg.out_dir
         if out is None:
             raise ConfigError("train: no output folder (pass out_dir or set TrainConfig.out_dir)")
@@ -435,8 +494,7 @@ class Trainer:
             saved = TrainConfig.from_dict(ckpt.train_config)
             cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
         self.cfg = cfg = cfg.resolved()
-        self.data_source = data
-        self.dataset = self._dataset(data, ckpt)
+        self.dataset = self._dataset(data, ckpt, neutrals)
         if ckpt is not None:
             model = ckpt.build_model().train()
         else:
@@ -450,12 +508,14 @@ class Trainer:
             self._compile()
         if self.env.world_size > 1:
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            # F_j of subjects absent from a rank's batch get no gradient there
+            unused = not isinstance(self.model, MIA) or bool(self.model.identities)
             self.step_module = nn.parallel.DistributedDataParallel(
-                self.step_module, device_ids=ids, find_unused_parameters=True)
+                self.step_module, device_ids=ids, find_unused_parameters=unused)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = adam(params, cfg.lr, self.env.device)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_decay)
-        self.step, self.seconds = 0, 0.0
+        self.step, self.seconds, self.last_lr = 0, 0.0, cfg.lr
         if ckpt is not None:
             self._restore(ckpt.training or {})
         self.show_bar = show_bar and self.env.is_main
@@ -471,7 +531,7 @@ class Trainer:
             raise CheckpointError(f"{self.last_path}: has no 'training' resume state")
         return ckpt
 
-    def _dataset(self, data: Any, ckpt: Any) -> HMCDataset:
+    def _dataset(self, data: Any, ckpt: Any, neutrals: dict | None) -> HMCDataset:
         cfg = self.cfg
         paths = find_captures(data, cfg.subjects, cfg.captures)
         if cfg.kind == "ps":
@@ -481,8 +541,8 @@ class Trainer:
         faces = face_topology(int(probe["vertex_count"]), probe)
         augment = augment_config(cfg.augment)
         return HMCDataset(paths, cfg.model.image_size, split="train" if cfg.val_fraction else "all",
-                          val_fraction=cfg.val_fraction, topology=topology, faces=faces,
-                          augment=augment, seed=cfg.seed)
+                          val_fraction=cfg.val_fraction, neutrals=neutrals, topology=topology,
+                          faces=faces, augment=augment, seed=cfg.seed)
 
     def _ps_captures(self, paths: list[Path]) -> list[Path]:
         from engine.capture import read_meta
@@ -532,6 +592,7 @@ class Trainer:
     def train_step(self, batch: dict) -> LossTerms:
         """One optimiser step; returns the loss terms, detached."""
         terms = self.backward(batch)
+        self.last_lr = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -570,20 +631,6 @@ class Trainer:
                                kind=self.cfg.kind, train_config=self.cfg.to_dict(),
                                provenance=provenance, training=training, extra=extra)
 
-    def _open_log(self) -> Any:
-        """log.csv, cut back to this run's step on resume (rows after the checkpoint are redone)."""
-        path = self.out_dir / "log.csv"
-        rows: list[list[str]] = []
-        if self.step > 0 and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= self.step]
-        f = open(path, "w", newline="")
-        writer = csv.writer(f)
-        writer.writerow(LOG_FIELDS)
-        writer.writerows(rows)
-        f.flush()
-        return f
-
     # ----- the loop
     def run(self, progress: Progress | None = None,
             cancel: Callable[[], bool] | None = None) -> Path:
@@ -591,64 +638,35 @@ class Trainer:
         current step with a checkpoint written (then KeyboardInterrupt for a signal)."""
         cfg, env = self.cfg, self.env
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        log = bar = None
         if env.is_main:
-            log = self._open_log()
-            (self.out_dir / "config.json").write_text(
-                json.dumps(cfg.to_dict(), indent=2) + "\n")
-            if self.show_bar:
-                from tqdm import tqdm
-                bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train",
-                           dynamic_ncols=True)
-        writer = csv.writer(log) if log else None
-        acc = torch.zeros(3, device=env.device)
-        count, window_start, metrics = 0, time.perf_counter(), {}
-        cancelled, last = False, time.perf_counter()
+            (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        log = RunLog(self, self.out_dir / "log.csv" if env.is_main else None)
+        stopped, last = False, time.perf_counter()
         try:
             with stop_on_signals(self._stop):
                 batches = iter(self.loader())
                 while self.step < cfg.steps:
                     if env.any(self._stop.is_set() or bool(cancel and cancel())):
-                        cancelled = True
+                        stopped = True
                         break
                     try:
                         batch = next(batches)
                     except RuntimeError:
-                        if self._stop.is_set():  # a DataLoader worker died of the same signal
-                            cancelled = True
-                            break
-                        raise
-                    terms = self.train_step(batch)
-                    acc += torch.stack([terms.total, terms.shape, terms.texture])
-                    count += 1
+                        if not self._stop.is_set():
+                            raise
+                        stopped = True  # a DataLoader worker died of the same signal
+                        break
+                    log.add(self.train_step(batch))
                     now = time.perf_counter()
                     self.seconds, last = self.seconds + now - last, now
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        mean = env.all_mean(acc / count).tolist()
-                        metrics = {"loss": mean[0], "shape_loss": mean[1], "texture_loss": mean[2],
-                                   "lr": self.optimizer.param_groups[0]["lr"],
-                                   "samples_per_s": count * cfg.batch_size * env.world_size
-                                   / max(now - window_start, 1e-9)}
-                        if writer is not None:
-                            writer.writerow([self.step, *(f"{metrics[k]:.6g}" for k in LOG_FIELDS[1:])])
-                            log.flush()
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{mean[0]:.4g}", refresh=False)
-                        acc.zero_()
-                        count, window_start = 0, now
-                    if bar is not None:
-                        bar.update(1)
                     if progress is not None and env.is_main:
-                        progress(self.step, cfg.steps, metrics)
+                        progress(self.step, cfg.steps, log.metrics)
                     if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                         self.save()
             path = self.save()
         finally:
-            if bar is not None:
-                bar.close()
-            if log is not None:
-                log.close()
-        if cancelled and self._stop.is_set():
+            log.close()
+        if stopped and self._stop.is_set():
             raise KeyboardInterrupt(f"training stopped at step {self.step}; saved {path}")
         return path
 
@@ -660,15 +678,16 @@ def train(cfg: TrainConfig, data: str | os.PathLike | Sequence[str | os.PathLike
           out_dir: str | os.PathLike | None = None, progress: Progress | None = None,
           cancel: Callable[[], bool] | None = None, *, resume: bool = False,
           texture_decoders: dict[str, TextureDecoder] | None = None,
-          show_bar: bool = True) -> Path:
+          neutrals: dict[str, np.ndarray] | None = None, show_bar: bool = True) -> Path:
     """Train MIA (or the PS baseline, cfg.kind == "ps") on a dataset root or capture folders.
 
     Writes out_dir/last.pt (every cfg.checkpoint_every steps and at the end), log.csv and
     config.json; returns the checkpoint path. `resume` continues out_dir/last.pt to the state an
     uninterrupted run would reach. Under torchrun every rank calls this; only rank 0 writes.
+    `neutrals` (subject -> (V, 3) mm) replaces the dataset's subjects/<id>/neutral.obj.
     """
     trainer = Trainer(cfg, data, out_dir, resume=resume, texture_decoders=texture_decoders,
-                      show_bar=show_bar)
+                      neutrals=neutrals, show_bar=show_bar)
     try:
         return trainer.run(progress, cancel)
     finally:

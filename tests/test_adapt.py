@@ -2,6 +2,7 @@
 trains, B and G stay bit-identical, and meshes of another topology are refused clearly."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -111,3 +112,15 @@ def test_the_frozen_weights_check_catches_a_change(trained):
         model.shape_network.output_layer.bias[0] += 1e-6
     with pytest.raises(AssertionError, match="changed shared weights \\['shape_network"):
         check_unchanged(model, before, "here")
+
+
+def test_captures_of_another_topology_are_refused(trained, all_coded, tmp_path):
+    copy = tmp_path / "other"
+    shutil.copytree(all_coded, copy)
+    meta_file = next((copy / "captures").glob(f"{NEW}_*")) / "capture.json"
+    meta = json.loads(meta_file.read_text())
+    meta["topology"]["hash"] = "0123456789abcdef"
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CaptureError, match="hash 0123456789abcdef\\) differs from topology"):
+        adapt(trained, copy, NEW, tmp_path / "x.pt", AdaptConfig(steps=1, augment=NO_AUG),
+              show_bar=False)

@@ -407,7 +407,7 @@ def test_source_panel_emits_specs(qtbot):
     page.flip_checks[2].setChecked(True)
     with qtbot.waitSignal(panel.open_requested) as blocker:
         qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
-    assert blocker.args == [{"kind": "cameras", "urls": ["0", "1", "http://host:8080/video"],
+    assert blocker.args == [{"kind": "cameras", "headset": "", "urls": ["0", "1", "http://host:8080/video"],
                              "rotate": [0, 90, 0], "flip": [False, False, True]}]
 
     panel.set_kind("synthetic")
@@ -423,7 +423,7 @@ def test_source_panel_emits_specs(qtbot):
     assert "e0453a" in panel.status.styleSheet()
     panel.set_spec({"kind": "cameras", "urls": ["3", "4", "5"], "rotate": [270, 0, 180],
                     "flip": [True, False, False]})
-    assert panel.spec() == {"kind": "cameras", "urls": ["3", "4", "5"],
+    assert panel.spec() == {"kind": "cameras", "headset": "", "urls": ["3", "4", "5"],
                             "rotate": [270, 0, 180], "flip": [True, False, False]}
 
 

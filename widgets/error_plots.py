@@ -63,13 +63,22 @@ class ErrorPlots(QWidget):
         layout.addWidget(self.plot)
 
     # -- data in ----------------------------------------------------------------------
-    def set_curves(self, curves: Mapping[str, np.ndarray]) -> None:
-        """Replace all curves: name -> (T,) per-frame error; NaN leaves a gap."""
-        self.clear()
+    def set_curves(self, curves: Mapping[str, np.ndarray], x: np.ndarray | None = None) -> None:
+        """Replace all curves: name -> (T,) per-frame error; NaN leaves a gap.
+
+        ``x`` gives the frame number of each value (default 0..T-1). When the names are the
+        ones already shown the curves are updated in place, so a session can refresh them
+        several times a second without the legend being rebuilt.
+        """
+        if list(curves) != list(self._curves) or self._live:
+            self.clear()
+        self._frame_count = 0
         for name, values in curves.items():
             y = np.asarray(values, dtype=np.float64).ravel()
-            self._curve(name).setData(np.arange(len(y)), y)
-            self._frame_count = max(self._frame_count, len(y))
+            frames = np.arange(len(y)) if x is None else np.asarray(x, dtype=np.float64).ravel()
+            self._curve(name).setData(frames, y, connect="finite")
+            if len(frames):
+                self._frame_count = max(self._frame_count, int(frames.max()) + 1)
         self._item.enableAutoRange()
 
     def append_point(self, frame: int, values: Mapping[str, float]) -> None:

@@ -6,8 +6,9 @@ session opens the source and reports back with ``set_status`` (errors in red, on
 sentence, never a traceback). Specs:
 
 - ``{"kind": "capture", "path": str}``
-- ``{"kind": "cameras", "urls": [str]*3, "rotate": [int]*3, "flip": [bool]*3}``
-  (each url is an OpenCV device index written as digits, e.g. "0", or a stream URL)
+- ``{"kind": "cameras", "headset": str, "urls": [str]*3, "rotate": [int]*3, "flip": [bool]*3}``
+  (each url is an OpenCV device index written as digits, e.g. "0", or a stream URL; the
+  headset name keys the saved camera profile, offered back through ``set_headsets``)
 - ``{"kind": "synthetic", "subject": str, "seed": int}``
 """
 from __future__ import annotations
@@ -54,14 +55,18 @@ class _CapturePage(QWidget):
 
 
 class _CamerasPage(QWidget):
-    """Three camera sources (device index or URL), each with rotation and flip."""
+    """A headset name and three camera sources (device index or URL) with rotation and flip."""
 
     def __init__(self) -> None:
         super().__init__()
         self.url_edits: list[QLineEdit] = []
         self.rotate_combos: list[QComboBox] = []
         self.flip_checks: list[QCheckBox] = []
+        self.headset_combo = QComboBox(editable=True, toolTip="Camera settings are saved per headset")
+        self.headset_combo.lineEdit().setPlaceholderText("headset name, e.g. my-headset")
         grid = QGridLayout(self)
+        grid.addWidget(QLabel("Headset"), 3, 0)
+        grid.addWidget(self.headset_combo, 3, 1, 1, 3)
         for cam, name in enumerate(CAMERA_NAMES):
             edit = QLineEdit(str(cam), placeholderText="device index or http://host:8080/video")
             rotate = QComboBox()
@@ -98,6 +103,7 @@ class SourcePanel(QWidget):
     """Source chooser emitting ``open_requested(spec)`` (see the module docstring)."""
 
     open_requested = Signal(dict)
+    headset_selected = Signal(str)  # a saved headset picked from the list: fill in its profile
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -111,6 +117,8 @@ class SourcePanel(QWidget):
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(self.request_open)
         self.capture.recent_list.itemDoubleClicked.connect(lambda _item: self.request_open())
+        self.cameras.headset_combo.activated.connect(
+            lambda i: self.headset_selected.emit(self.cameras.headset_combo.itemText(i)))
         self.status = StatusLabel()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -129,6 +137,16 @@ class SourcePanel(QWidget):
         combo.addItems(list(subjects))
         if current in subjects:
             combo.setCurrentText(current)
+
+    def set_headsets(self, names: Sequence[str]) -> None:
+        """Headsets with saved camera profiles (the current text is kept)."""
+        combo = self.cameras.headset_combo
+        current = combo.currentText()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(list(names))
+        combo.setCurrentText(current)
+        combo.blockSignals(False)
 
     def set_recent(self, paths: Sequence[str]) -> None:
         """Recently opened capture folders, newest first."""
@@ -153,6 +171,7 @@ class SourcePanel(QWidget):
             self.capture.path_edit.setText(str(spec.get("path", "")))
         elif kind == "cameras":
             page = self.cameras
+            page.headset_combo.setCurrentText(str(spec.get("headset", "")))
             for cam in range(3):
                 page.url_edits[cam].setText(str(spec.get("urls", ["0", "1", "2"])[cam]))
                 rotate = int(spec.get("rotate", [0, 0, 0])[cam])
@@ -170,7 +189,7 @@ class SourcePanel(QWidget):
             return {"kind": "capture", "path": self.capture.path_edit.text().strip()}
         if kind == "cameras":
             page = self.cameras
-            return {"kind": "cameras",
+            return {"kind": "cameras", "headset": page.headset_combo.currentText().strip(),
                     "urls": [e.text().strip() for e in page.url_edits],
                     "rotate": [int(c.currentData()) for c in page.rotate_combos],
                     "flip": [c.isChecked() for c in page.flip_checks]}

@@ -8,19 +8,19 @@ from tqdm import tqdm
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from engine.avatar_train import DEFAULT_STEPS
     p = sub.add_parser("avatars", help="train per-identity avatar decoders and write codes.npy into their captures")
     p.add_argument("dataset", type=Path, help="dataset folder made by `mia synth` (finished identities are skipped)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per identity")
-    p.add_argument("--texture-size", type=int, default=128, help="avatar texture size in texels (power of two)")
+    p.add_argument("--steps", type=int, help="training steps per identity (default: DEFAULT_STEPS in engine/avatar_train.py)")
+    p.add_argument("--texture-size", type=int, help="avatar texture size in texels, a power of two (default: AvatarConfig's)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
 def run(args) -> int:
     from engine.avatar import AvatarConfig
-    from engine.avatar_train import train_dataset_avatars
-    cfg = AvatarConfig(texture_size=args.texture_size)
+    from engine.avatar_train import DEFAULT_STEPS, train_dataset_avatars
+    cfg = AvatarConfig() if args.texture_size is None else AvatarConfig(texture_size=args.texture_size)
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
     bar = tqdm(total=1, unit="step", desc="avatars")
 
     def progress(done: int, total: int, message: str) -> None:
@@ -29,7 +29,7 @@ def run(args) -> int:
         bar.set_postfix_str(message)
         bar.refresh()
 
-    avatars = train_dataset_avatars(args.dataset, cfg, args.steps, progress=progress, seed=args.seed)
+    avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed)
     bar.close()
     for subject_id, path in avatars.items():
         print(f"{subject_id}: {path}")

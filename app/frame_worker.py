@@ -1,0 +1,407 @@
+"""The per-frame loop, off the GUI thread: read three views → infer → publish, paced to the source.
+
+The worker thread owns the source and the inference engine. The GUI never calls them directly:
+it posts commands (open a source, load a model, seek, play, change subject or targets) which the
+loop applies between frames, so nothing races with a frame in flight and a synthetic source's GL
+context stays on the thread that made it.
+
+Results leave through a one-slot mailbox: a new frame replaces an unread one (counted as dropped)
+and ``frame_available`` is emitted only when the slot was empty, so at most one notification is
+ever queued to the GUI. If drawing falls behind, stale frames are skipped, never queued.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QThread, Signal
+
+from app.logs import LOG, report
+from app.subjects import SubjectSpec
+from engine.sources import CameraState, FrameSource, Images, SourceFrame, open_source
+
+STATE_REFRESH_S = 0.25  # live source without news: still tell the GUI about camera states this often
+ERROR_REPEAT_S = 3.0  # the same per-frame error is reported at most this often
+
+
+@dataclass
+class FrameBundle:
+    """Everything the GUI draws for one frame."""
+
+    index: int
+    timestamp: float
+    live: bool
+    images: Images
+    camera_states: tuple[CameraState, ...]
+    ground_truth: np.ndarray | None = None
+    mesh: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    code: np.ndarray | None = None
+    targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    vertex_error: np.ndarray | None = None  # (V,) mm, ||pred - gt|| per vertex
+    region_error: dict[str, float] | None = None  # region -> mean mm
+    read_ms: float = 0.0
+    infer_ms: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    worker_fps: float = 0.0
+    fresh: bool = True
+    request: int = 0  # the seek/step request this frame answers (0: playback)
+
+
+Resolver = Callable[[FrameSource | None, Any], SubjectSpec | None]
+
+
+class FrameWorker(QThread):
+    """Owns source + engine; runs the loop; see the module docstring."""
+
+    frame_available = Signal()
+    source_opened = Signal(dict)
+    source_failed = Signal(str)
+    model_loaded = Signal(dict)
+    model_failed = Signal(str)
+    subject_set = Signal(dict)
+    targets_set = Signal(list, list)  # names driven, messages about those that could not be
+    playing_changed = Signal(bool)
+    problem = Signal(str)
+
+    def __init__(self, resolver: Resolver, threads: int = 2, backend: str = "torch") -> None:
+        super().__init__()
+        self.setObjectName("frame-worker")
+        self.resolver = resolver
+        self.threads, self.backend = threads, backend
+        self._commands: queue.Queue[tuple[str, tuple]] = queue.Queue()
+        self._slot: FrameBundle | None = None
+        self._slot_lock = threading.Lock()
+        self.dropped = 0
+        self.source: FrameSource | None = None
+        self.engine: Any = None
+        self._masks: dict[str, np.ndarray] | None = None
+        self._subject_override: SubjectSpec | None = None
+        self._targets: list[SubjectSpec] = []
+        self._rois: list = [None, None, None]
+        self._playing = False
+        self._speed = 1.0
+        self._loop = True
+        self._paced = True
+        self._pending: tuple[int, int] | None = None  # (frame, request id) to show once
+        self._next_due = 0.0
+        self._last_publish = 0.0
+        self._fps = 0.0
+        self._last_error = ("", 0.0)
+        self._quit = False
+
+    # ----- GUI side
+    def post(self, command: str, *args: Any) -> None:
+        """Queue a command for the loop (thread-safe, never blocks)."""
+        self._commands.put((command, args))
+
+    def take(self) -> FrameBundle | None:
+        """The newest unread frame, emptying the slot."""
+        with self._slot_lock:
+            bundle, self._slot = self._slot, None
+        return bundle
+
+    def stop(self, wait_ms: int = 5000) -> None:
+        self.post("quit")
+        self.wait(wait_ms)
+
+    # ----- the loop
+    def run(self) -> None:
+        try:
+            while not self._quit:
+                self._apply_commands(self._wait_time())
+                if not self._quit and self._frame_due():
+                    self._tick()
+        finally:
+            self._close_source()
+
+    def _wait_time(self) -> float | None:
+        """How long the loop may sleep waiting for commands (None: until one arrives)."""
+        src = self.source
+        if src is None:
+            return None
+        if src.live or self._pending is not None:
+            return 0.0
+        if not self._playing:
+            return None
+        return 0.0 if not self._paced else max(0.0, self._next_due - time.perf_counter())
+
+    def _frame_due(self) -> bool:
+        src = self.source
+        if src is None:
+            return False
+        if src.live or self._pending is not None:
+            return True
+        return self._playing and (not self._paced or time.perf_counter() >= self._next_due)
+
+    def _apply_commands(self, timeout: float | None) -> None:
+        try:
+            command = self._commands.get(timeout=timeout) if timeout != 0.0 else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._apply(*command)
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, name: str, args: tuple) -> None:
+        try:
+            getattr(self, f"_cmd_{name}")(*args)
+        except Exception as err:  # a command must never kill the loop
+            self.problem.emit(report(err, f"{name.replace('_', ' ')}"))
+
+    # ----- commands
+    def _cmd_quit(self) -> None:
+        self._quit = True
+
+    def _cmd_open(self, spec: dict, profile: Any, request: int) -> None:
+        self._close_source()
+        try:
+            source = open_source(spec, profile)
+        except Exception as err:
+            self.source_failed.emit(report(err, "cannot open the source"))
+            return
+        self.source = source
+        self._pending = None if source.live else (0, request)
+        self._next_due = time.perf_counter()
+        info = {"kind": source.kind, "name": source.name, "live": source.live, "fps": source.fps,
+                "subject_id": source.subject_id, "headset_id": source.headset_id, "spec": spec,
+                "frame_count": None if source.live else len(source),  # type: ignore[arg-type]
+                "has_ground_truth": bool(getattr(source, "has_ground_truth", source.kind == "synthetic"))}
+        self.source_opened.emit(info)
+        self._subject_override = None
+        self._apply_subject()
+
+    def _cmd_close(self) -> None:
+        self._close_source()
+
+    def _cmd_model(self, path: str) -> None:
+        from engine.inference import InferenceEngine
+        try:
+            engine = InferenceEngine(path, backend=self.backend, threads=self.threads)
+        except Exception as err:
+            self.model_failed.emit(report(err, f"cannot load the model {path}"))
+            return
+        self.engine = engine
+        self._masks = _region_masks(engine)
+        engine.set_rois(self._rois)
+        info = engine.info()
+        self.model_loaded.emit(info)
+        self._apply_subject()
+        self._apply_targets()
+
+    def _cmd_subject(self, spec: SubjectSpec | None) -> None:
+        """A subject chosen by the user (None: back to the source's own)."""
+        self._subject_override = spec
+        self._apply_subject()
+        self._refresh()
+
+    def _cmd_targets(self, specs: list[SubjectSpec]) -> None:
+        self._targets = list(specs)
+        self._apply_targets()
+        self._refresh()
+
+    def _cmd_rois(self, rois: list) -> None:
+        self._rois = list(rois)
+        if self.engine is not None:
+            self.engine.set_rois(self._rois)
+        self._refresh()
+
+    def _cmd_play(self, playing: bool) -> None:
+        if self.source is None or self.source.live:
+            return
+        self._playing = bool(playing)
+        self._next_due = time.perf_counter()
+        self.playing_changed.emit(self._playing)
+
+    def _cmd_seek(self, index: int, request: int) -> None:
+        src = self.source
+        if src is None or src.live:
+            return
+        self._pending = (int(np.clip(index, 0, len(src) - 1)), request)  # type: ignore[arg-type]
+
+    def _cmd_step(self, delta: int, request: int) -> None:
+        src = self.source
+        if src is None or src.live:
+            return
+        current = getattr(src, "position", 1) - 1
+        self._cmd_seek(current + int(delta), request)
+
+    def _cmd_speed(self, speed: float) -> None:
+        self._speed = max(0.01, float(speed))
+
+    def _cmd_loop(self, loop: bool) -> None:
+        self._loop = bool(loop)
+
+    def _cmd_paced(self, paced: bool) -> None:
+        self._paced = bool(paced)
+        if hasattr(self.source, "paced"):
+            self.source.paced = self._paced  # type: ignore[union-attr]
+
+    def _cmd_refresh(self) -> None:
+        self._refresh()
+
+    # ----- subject and targets
+    def _apply_subject(self) -> None:
+        if self.engine is None:
+            return
+        spec = self._subject_override or self.resolver(self.source, self.engine)
+        engine, note = self.engine, ""
+        try:
+            if spec is None:
+                raise LookupError("no neutral mesh known")
+            subject = engine.set_subject(spec.name, spec.neutral, spec.avatar)
+        except Exception as err:
+            name = spec.name if spec else (self.source.subject_id if self.source else None) or "unknown"
+            note = (f"no usable neutral mesh for {name} ({report(err) if spec else 'none found'}); driving the "
+                    "model's template face: load the subject's neutral mesh")
+            spec = SubjectSpec(name, engine.checkpoint.template, None, "the model's template")
+            subject = engine.set_subject(f"{name} (template)", spec.neutral, None)
+        textured = subject.has_adapter and subject.avatar is not None
+        why = ("" if textured else " — no adaptation layer F_i in the model" if not subject.has_adapter
+               else " — no avatar decoder D_i found")
+        self.subject_set.emit({
+            "name": spec.name, "origin": spec.origin, "textured": textured, "note": note,
+            "mode": ("shape + texture (G, F_i, D_i)" if textured else f"shape only (G){why}"),
+            "neutral": np.asarray(subject.neutral), "override": self._subject_override is not None})
+
+    def _apply_targets(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        wanted = {s.name: s for s in self._targets}
+        for name in list(engine.targets):
+            engine.remove_target(name)
+        driven, problems = [], []
+        for name, spec in wanted.items():
+            try:
+                engine.add_target(name, spec.neutral, spec.avatar)
+                driven.append(name)
+            except Exception as err:
+                problems.append(report(err, f"retarget {name}"))
+        self.targets_set.emit(driven, problems)
+
+    # ----- frames
+    def _refresh(self) -> None:
+        """Re-run the frame on screen (paused recorded sources) so a change shows at once."""
+        src = self.source
+        if src is not None and not src.live and not self._playing and self._pending is None:
+            self._pending = (max(0, getattr(src, "position", 1) - 1), 0)
+
+    def _tick(self) -> None:
+        src = self.source
+        assert src is not None
+        t0 = time.perf_counter()
+        request = 0
+        try:
+            if self._pending is not None:
+                index, request = self._pending
+                self._pending = None
+                src.seek(index)
+            frame = src.read(timeout=0.1)
+            if frame is None and not src.live:
+                frame = self._end_of_capture(src)
+                if frame is None:
+                    return
+        except Exception as err:
+            self._problem(report(err, f"cannot read {src.name}"))
+            self._playing = False
+            self.playing_changed.emit(False)
+            return
+        if self._playing and not src.live:
+            period = 1.0 / (src.fps * self._speed)
+            self._next_due = max(self._next_due + period, time.perf_counter() - period)
+        read_ms = (time.perf_counter() - t0) * 1e3
+        if src.live and not frame.fresh:
+            if time.perf_counter() - self._last_publish >= STATE_REFRESH_S:
+                self._publish(FrameBundle(frame.index, frame.timestamp, True, frame.images,
+                                          frame.camera_states, fresh=False))
+            return
+        self._publish(self._infer(frame, src.live, read_ms, request))
+
+    def _end_of_capture(self, src: FrameSource) -> SourceFrame | None:
+        if self._loop and self._playing:
+            src.seek(0)
+            return src.read()
+        if self._playing:
+            self._playing = False
+            self.playing_changed.emit(False)
+        return None
+
+    def _infer(self, frame: SourceFrame, live: bool, read_ms: float, request: int) -> FrameBundle:
+        bundle = FrameBundle(frame.index, frame.timestamp, live, frame.images, frame.camera_states,
+                             frame.ground_truth, read_ms=read_ms, request=request)
+        engine = self.engine
+        if engine is None or engine.subject is None or not frame.complete:
+            return bundle
+        t0 = time.perf_counter()
+        try:
+            result = engine(frame.images)
+        except Exception as err:
+            self._problem(report(err, "inference failed"))
+            return bundle
+        bundle.infer_ms = (time.perf_counter() - t0) * 1e3
+        bundle.latency_ms = dict(result.latency_ms)
+        bundle.mesh, bundle.texture, bundle.code = result.mesh, result.texture, result.code
+        bundle.targets = {name: (t.mesh, t.texture) for name, t in result.targets.items()}
+        gt = frame.ground_truth
+        if gt is not None and gt.shape == result.mesh.shape:
+            bundle.vertex_error = np.linalg.norm(result.mesh - gt, axis=1).astype(np.float32)
+            if self._masks is not None:
+                bundle.region_error = {r: float(bundle.vertex_error[m].mean()) for r, m in self._masks.items()}
+        return bundle
+
+    def _publish(self, bundle: FrameBundle) -> None:
+        now = time.perf_counter()
+        if bundle.fresh and self._last_publish:
+            rate = 1.0 / max(now - self._last_publish, 1e-6)
+            self._fps = rate if self._fps == 0 else 0.9 * self._fps + 0.1 * rate
+        if bundle.fresh:
+            self._last_publish = now
+        bundle.worker_fps = self._fps
+        with self._slot_lock:
+            was_empty = self._slot is None
+            if not was_empty and self._slot.request and not bundle.request:  # type: ignore[union-attr]
+                bundle.request = self._slot.request  # type: ignore[union-attr]  # keep the answer to a seek
+            self._slot = bundle
+        if was_empty:
+            self.frame_available.emit()
+        else:
+            self.dropped += 1
+
+    def _problem(self, message: str) -> None:
+        last, when = self._last_error
+        if message != last or time.monotonic() - when > ERROR_REPEAT_S:
+            self._last_error = (message, time.monotonic())
+            self.problem.emit(message)
+
+    def _close_source(self) -> None:
+        src, self.source = self.source, None
+        self._playing = False
+        self._pending = None
+        self._fps = 0.0
+        self._last_publish = 0.0
+        if src is not None:
+            try:
+                src.close()
+            except Exception as err:
+                LOG.warning("closing %s: %s", src.name, err)
+
+
+def _region_masks(engine: Any) -> dict[str, np.ndarray] | None:
+    """The face model's eyes/mouth/face masks when the model uses its topology."""
+    try:
+        from engine.facemodel import load_face_model
+        fm = load_face_model()
+        if int(engine.checkpoint.topology["vertex_count"]) != fm.topology.vertex_count:
+            return None
+        return fm.region_masks
+    except Exception as err:
+        LOG.warning("no region masks: %s", err)
+        return None

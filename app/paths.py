@@ -1,0 +1,52 @@
+"""Where the studio finds its shipped files and keeps the user's own (settings, profiles, logs).
+
+User folders follow the platform (Qt's QStandardPaths: ~/.config/MIA Studio, ~/.cache/MIA Studio
+on Linux). ``MIA_STUDIO_HOME`` moves all of them under one folder, which tests and benchmarks use
+so they never touch the user's real settings.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QStandardPaths
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = ROOT / "resources"
+DEFAULT_MODEL = RESOURCES / "default_model.pt"
+DEMO_CAPTURE = RESOURCES / "demo_capture"
+SUBJECTS = RESOURCES / "subjects"
+APP_NAME = "MIA Studio"
+ORG_NAME = "MIA Studio"
+HOME_ENV = "MIA_STUDIO_HOME"
+
+
+def set_application_names() -> None:
+    """Names Qt uses for the user folders and QSettings; call before any QApplication."""
+    QCoreApplication.setOrganizationName(ORG_NAME)
+    QCoreApplication.setApplicationName(APP_NAME)
+
+
+def _user_dir(kind: str, location: QStandardPaths.StandardLocation) -> Path:
+    home = os.environ.get(HOME_ENV)
+    if home:
+        path = Path(home) / kind
+    else:
+        set_application_names()
+        path = Path(QStandardPaths.writableLocation(location) or Path.home() / f".mia-studio-{kind}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def config_dir() -> Path:
+    """Settings (studio.ini) and headset camera profiles (headsets.json)."""
+    return _user_dir("config", QStandardPaths.StandardLocation.AppConfigLocation)
+
+
+def cache_dir() -> Path:
+    """The log file and other throw-away data."""
+    return _user_dir("cache", QStandardPaths.StandardLocation.CacheLocation)
+
+
+def log_file() -> Path:
+    return cache_dir() / "mia-studio.log"
