@@ -5,9 +5,13 @@ it posts commands (open a source, load a model, seek, play, change subject or ta
 loop applies between frames, so nothing races with a frame in flight and a synthetic source's GL
 context stays on the thread that made it.
 
-Results leave through a one-slot mailbox: a new frame replaces an unread one (counted as dropped)
-and ``frame_available`` is emitted only when the slot was empty, so at most one notification is
-ever queued to the GUI. If drawing falls behind, stale frames are skipped, never queued.
+Results leave through a one-slot mailbox and ``frame_available`` is emitted only when the slot was
+empty, so at most one notification is ever queued to the GUI. The loop does not compute a frame
+while the GUI has not taken the previous one (no CPU is spent on frames nobody will see; the next
+frame is inferred while the GUI draws the current one). If drawing falls behind, stale frames are
+skipped, never queued: live cameras only ever hand over their newest picture, and real-time
+playback of a capture jumps ahead to the frame that is due. A frame that still finds the slot full
+(a state-only update) replaces the unread one.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from app.logs import LOG, report
 from app.subjects import SubjectSpec
 from engine.sources import CameraState, FrameSource, Images, SourceFrame, open_source
 
+SLOT_POLL_S = 0.05
 STATE_REFRESH_S = 0.25  # live source without news: still tell the GUI about camera states this often
 ERROR_REPEAT_S = 3.0  # the same per-frame error is reported at most this often
 
@@ -76,7 +81,9 @@ class FrameWorker(QThread):
         self._commands: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._slot: FrameBundle | None = None
         self._slot_lock = threading.Lock()
-        self.dropped = 0
+        self._errors: list[tuple[int, dict[str, float]]] = []
+        self.dropped = 0  # stale frames replaced in the slot before the GUI took them
+        self.skipped = 0  # capture frames jumped over to keep real time
         self.source: FrameSource | None = None
         self.engine: Any = None
         self._masks: dict[str, np.ndarray] | None = None
@@ -100,10 +107,18 @@ class FrameWorker(QThread):
         self._commands.put((command, args))
 
     def take(self) -> FrameBundle | None:
-        """The newest unread frame, emptying the slot."""
+        """The newest unread frame, emptying the slot (and waking the loop if it waits for that)."""
         with self._slot_lock:
             bundle, self._slot = self._slot, None
+        self._commands.put(("wake", ()))
         return bundle
+
+    def take_errors(self) -> list[tuple[int, dict[str, float]]]:
+        """Region errors of every inferred frame since the last call, skipped frames included
+        (the curves must not have holes where the GUI dropped a stale frame)."""
+        with self._slot_lock:
+            errors, self._errors = self._errors, []
+        return errors
 
     def stop(self, wait_ms: int = 5000) -> None:
         self.post("quit")
@@ -119,11 +134,17 @@ class FrameWorker(QThread):
         finally:
             self._close_source()
 
+    def _slot_busy(self) -> bool:
+        with self._slot_lock:
+            return self._slot is not None and self._slot.fresh
+
     def _wait_time(self) -> float | None:
         """How long the loop may sleep waiting for commands (None: until one arrives)."""
         src = self.source
         if src is None:
             return None
+        if self._slot_busy():
+            return SLOT_POLL_S  # take() posts a wake-up; the timeout is only a safety net
         if src.live or self._pending is not None:
             return 0.0
         if not self._playing:
@@ -132,7 +153,7 @@ class FrameWorker(QThread):
 
     def _frame_due(self) -> bool:
         src = self.source
-        if src is None:
+        if src is None or self._slot_busy():
             return False
         if src.live or self._pending is not None:
             return True
@@ -159,6 +180,9 @@ class FrameWorker(QThread):
     # ----- commands
     def _cmd_quit(self) -> None:
         self._quit = True
+
+    def _cmd_wake(self) -> None:
+        """Posted by take(): the slot is free again."""
 
     def _cmd_open(self, spec: dict, profile: Any, request: int) -> None:
         self._close_source()
@@ -304,6 +328,8 @@ class FrameWorker(QThread):
                 index, request = self._pending
                 self._pending = None
                 src.seek(index)
+            elif self._playing and self._paced and not src.live:
+                self._catch_up(src)
             frame = src.read(timeout=0.1)
             if frame is None and not src.live:
                 frame = self._end_of_capture(src)
@@ -315,8 +341,7 @@ class FrameWorker(QThread):
             self.playing_changed.emit(False)
             return
         if self._playing and not src.live:
-            period = 1.0 / (src.fps * self._speed)
-            self._next_due = max(self._next_due + period, time.perf_counter() - period)
+            self._next_due += 1.0 / (src.fps * self._speed)
         read_ms = (time.perf_counter() - t0) * 1e3
         if src.live and not frame.fresh:
             if time.perf_counter() - self._last_publish >= STATE_REFRESH_S:
@@ -324,6 +349,20 @@ class FrameWorker(QThread):
                                           frame.camera_states, fresh=False))
             return
         self._publish(self._infer(frame, src.live, read_ms, request))
+
+    def _catch_up(self, src: FrameSource) -> None:
+        """Real-time playback that fell behind skips to the frame that is due now."""
+        period = 1.0 / (src.fps * self._speed)
+        behind = int((time.perf_counter() - self._next_due) / period)
+        if behind <= 0:
+            return
+        self._next_due += behind * period
+        self.skipped += behind
+        n = len(src)  # type: ignore[arg-type]
+        target = src.position + behind  # type: ignore[attr-defined]
+        if target >= n:
+            target = target % n if self._loop else n - 1
+        src.seek(target)
 
     def _end_of_capture(self, src: FrameSource) -> SourceFrame | None:
         if self._loop and self._playing:
@@ -355,6 +394,9 @@ class FrameWorker(QThread):
             bundle.vertex_error = np.linalg.norm(result.mesh - gt, axis=1).astype(np.float32)
             if self._masks is not None:
                 bundle.region_error = {r: float(bundle.vertex_error[m].mean()) for r, m in self._masks.items()}
+                with self._slot_lock:
+                    self._errors.append((bundle.index, bundle.region_error))
+                    del self._errors[:-10_000]
         return bundle
 
     def _publish(self, bundle: FrameBundle) -> None:
@@ -383,6 +425,8 @@ class FrameWorker(QThread):
 
     def _close_source(self) -> None:
         src, self.source = self.source, None
+        with self._slot_lock:
+            self._errors = []
         self._playing = False
         self._pending = None
         self._fps = 0.0

@@ -1,8 +1,9 @@
 """Puts one FrameBundle on screen: feeds, driven avatar, ground truth, error map, plots, grid.
 
-Only the GUI thread calls it, once per frame the worker delivered. Everything cheap happens per
-frame; the error curves and summary table are redrawn a few times a second, because replotting a
-whole capture's curves every frame would cost more than the frame itself.
+Only the GUI thread calls it, once per frame the worker delivered. The feeds, the avatar and the
+retargeting grid change every frame; the plots (error curves, frame marker, latency, summary
+table) are redrawn four times a second, because on a software-GL machine replotting costs more
+than the frame itself.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from widgets.playback_bar import PlaybackBar
 from widgets.retarget_grid import RetargetGrid
 from widgets.summary_table import SummaryTable
 
-PLOT_PERIOD_S = 0.3
+PLOT_PERIOD_S = 0.25
 
 
 class FramePresenter:
@@ -83,14 +84,18 @@ class FramePresenter:
             self.grid.set_meshes(bundle.targets)
         if not bundle.live:
             self.playback.set_frame(bundle.index)
-        self.plots.set_current_frame(bundle.index)
-        self.latency.add_sample(bundle.infer_ms, self.render_ms, fps)
+        self.latency.add_sample(bundle.infer_ms, self.render_ms, fps, redraw=False)
+        if bundle.request:  # the answer to a seek or step: mark it at once
+            self.plots.set_current_frame(bundle.index)
         if time.perf_counter() - self._last_plot >= PLOT_PERIOD_S:
             self.refresh_plots(errors)
 
     def refresh_plots(self, errors: ErrorHistory) -> None:
-        """Redraw the error curves and the summary table from the session's history."""
+        """Redraw the error curves, frame marker, latency and the summary table."""
         self._last_plot = time.perf_counter()
+        if self.last is not None:
+            self.plots.set_current_frame(self.last.index)
+        self.latency.redraw()
         frames, curves = errors.curves()
         if len(frames) and any(np.isfinite(v).any() for v in curves.values()):
             self.plots.set_curves(curves, x=frames if errors.frame_count is None else None)

@@ -143,7 +143,6 @@ class Session(QObject):
         self.worker.post("open", spec, profile, self._next_request())
 
     def open_model(self, path: str) -> None:
-        self._model_path = str(path)
         self.notice.emit(f"loading model {Path(path).name}…")
         self.worker.post("model", str(path))
 
@@ -225,6 +224,7 @@ class Session(QObject):
 
     @property
     def model_path(self) -> str:
+        """The checkpoint currently loaded ('' when none is)."""
         return self._model_path
 
     def subject_names(self) -> list[str]:
@@ -233,6 +233,8 @@ class Session(QObject):
     # ----- worker reports
     def _on_frame_available(self) -> None:
         bundle = self.worker.take()
+        for index, errors in self.worker.take_errors():
+            self.errors.add(index, errors)
         if bundle is None:
             return
         if bundle.fresh:
@@ -245,8 +247,6 @@ class Session(QObject):
             self.frames_shown += 1
             if bundle.infer_ms:
                 self.infer_ms = bundle.infer_ms if not self.infer_ms else 0.9 * self.infer_ms + 0.1 * bundle.infer_ms
-            if bundle.region_error:
-                self.errors.add(bundle.index, bundle.region_error)
         self.frame_ready.emit(bundle)
         if time.perf_counter() - self._last_status >= STATUS_PERIOD_S:
             self.emit_status(bundle)
@@ -284,6 +284,7 @@ class Session(QObject):
 
     def _on_model_loaded(self, info: dict) -> None:
         self.model_info = info
+        self._model_path = str(info.get("path", ""))
         self.catalog.set_model(info.get("subjects", []), info.get("identities", []))
         self.model_changed.emit(info)
         self.subjects_changed.emit(self.catalog.names())

@@ -1,7 +1,7 @@
 """The status bar: a message on the left; fps, inference ms, render ms, model and device on the right.
 
 Errors show in red and stay until the next message (a user must be able to read them); notices
-fade after a few seconds. Tracebacks never reach it (see widgets/status_label.clean_message).
+fade after a few seconds back to the standing message (what is missing, e.g. no model). Tracebacks never reach it (see widgets/status_label.clean_message).
 """
 from __future__ import annotations
 
@@ -32,22 +32,31 @@ class StudioStatusBar(QStatusBar):
             label.setMinimumWidth(70)
             self.addPermanentWidget(label)
             self.fields[key] = label
+        self._standing = ""
         self._clear = QTimer(self, singleShot=True, interval=NOTICE_MS)
-        self._clear.timeout.connect(lambda: self.message.show_message(""))
+        self._clear.timeout.connect(self._show_standing)
         self.set_model("", "")
+
+    def set_standing(self, text: str) -> None:
+        """A message that stays whenever nothing newer is shown (e.g. "no model loaded")."""
+        self._standing = text
+        if not self._clear.isActive() and not self.message.is_error:
+            self._show_standing()
+
+    def _show_standing(self) -> None:
+        self.message.show_message(self._standing, ok=True)
+        self.message.setToolTip(self._standing)
 
     def show_error(self, text: str) -> None:
         self._clear.stop()
         self.message.show_message(text, ok=False)
         self.message.setToolTip(self.message.text())
 
-    def show_notice(self, text: str, sticky: bool = False) -> None:
+    def show_notice(self, text: str) -> None:
+        """A passing message; the standing one returns after a few seconds."""
         self.message.show_message(text, ok=True)
         self.message.setToolTip(text)
-        if sticky:
-            self._clear.stop()
-        else:
-            self._clear.start()
+        self._clear.start()
 
     @property
     def message_text(self) -> str:

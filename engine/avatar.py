@@ -178,6 +178,7 @@ class AvatarAutoencoder(nn.Module):
             dec += [nn.ConvTranspose2d(c_in, c, 4, 2, 1), _act()]
             c_in = c
         self.texture_decoder = nn.Sequential(*dec[:-1])
+        outputs = [dec[-2]]
         self.texture_head = nn.Sequential(nn.Linear(cfg.latent_dim + 3, ch[-1] * 16), _act())
         geo_features = 0
         if cfg.geometry:
@@ -186,16 +187,13 @@ class AvatarAutoencoder(nn.Module):
             self.register_buffer("geometry_basis", torch.zeros(r, n))
             self.register_buffer("geometry_scale", torch.ones(r))
             self.geometry_encoder = nn.Sequential(nn.Linear(r, h), _act())
-            self.geometry_decoder = nn.Sequential(nn.Linear(cfg.latent_dim, h), _act(), nn.Linear(h, r))
+            outputs.append(nn.Linear(h, r))
+            self.geometry_decoder = nn.Sequential(nn.Linear(cfg.latent_dim, h), _act(), outputs[-1])
             geo_features = h
         self.to_code = nn.Linear(ch[-1] * 16 + geo_features, cfg.latent_dim)
-        for last in self._output_layers():  # start at the mean texture and mean geometry, then refine
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
-    def _output_layers(self) -> list[nn.Module]:
-        layers = [self.texture_decoder[-1]]
-        return layers + [self.geometry_decoder[-1]] if self.cfg.geometry else layers
+        for layer in outputs:  # start at the mean texture and mean geometry, then refine
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     @torch.no_grad()
     def fit_statistics(self, offsets_cm: Tensor, textures: Tensor) -> None:
@@ -216,6 +214,19 @@ class AvatarAutoencoder(nn.Module):
             self.geometry_scale.fill_(1.0)
             self.geometry_scale[:r] = std[:r]
         round_to_storage(self)
+
+    @torch.no_grad()
+    def normalise_codes(self, codes: Tensor) -> None:
+        """Rescale the latent so these (training) codes have unit RMS, leaving D(E(x)) unchanged.
+
+        MIA's code loss (eq. 5) is balanced for O(1) codes; the scale is exact to move because
+        E ends and D starts with a linear layer."""
+        scale = codes.pow(2).mean().sqrt().clamp_min(1e-8)
+        self.to_code.weight /= scale
+        self.to_code.bias /= scale
+        self.texture_head[0].weight[:, :self.cfg.latent_dim] *= scale
+        if self.cfg.geometry:
+            self.geometry_decoder[0].weight *= scale
 
     def encode(self, offsets_cm: Tensor | None, texture: Tensor) -> Tensor:
         """E_i: offsets (N, V*3) cm from the neutral and frontal textures (N, S, S) -> z (N, latent)."""

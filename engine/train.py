@@ -489,6 +489,18 @@ class Trainer:
         self.out_dir = Path(out)
         self.last_path = self.out_dir / "last.pt"
         self.env = DistEnv.setup(cfg.device)
+        try:
+            self._build(cfg, data, resume, texture_decoders, neutrals)
+        except BaseException:
+            self.env.close()
+            raise
+        self.show_bar = show_bar and self.env.is_main
+        self._stop = threading.Event()
+
+    # ----- construction
+    def _build(self, cfg: TrainConfig, data: Any, resume: bool,
+               texture_decoders: dict[str, TextureDecoder] | None,
+               neutrals: dict[str, np.ndarray] | None) -> None:
         ckpt = self._resume_checkpoint() if resume else None
         if ckpt is not None:
             saved = TrainConfig.from_dict(ckpt.train_config)
@@ -518,10 +530,7 @@ class Trainer:
         self.step, self.seconds, self.last_lr = 0, 0.0, cfg.lr
         if ckpt is not None:
             self._restore(ckpt.training or {})
-        self.show_bar = show_bar and self.env.is_main
-        self._stop = threading.Event()
 
-    # ----- construction
     def _resume_checkpoint(self) -> Any:
         if not self.last_path.exists():
             raise CheckpointError(f"{self.last_path}: nothing to resume from; run without resume "

@@ -6,7 +6,7 @@ import torch
 from app.cli import main as cli_main
 from engine.avatar import (FRONTAL_VIEW, AvatarConfig, avatar_path, frame_texture, load_albedo, load_avatar,
                            texture_renderer, uv_mask, view_vectors)
-from engine.avatar_train import (AvatarTrainConfig, bake_frames, fit, subject_captures, train_dataset_avatars)
+from engine.avatar_train import AvatarTrainConfig, bake_frames, fit, subject_captures, train_dataset_avatars
 from engine.capture import open_capture
 from engine.errors import AvatarError, MiaError
 from engine.facemodel import load_face_model
@@ -42,7 +42,8 @@ def texels_of(vertices: np.ndarray, size: int) -> np.ndarray:
     """(size, size) bool: texels holding the UVs of the given model-topology vertices (and the face)."""
     uv = load_face_model().topology.uvs[vertices]
     out = np.zeros((size, size), bool)
-    out[np.clip(((1 - uv[:, 1]) * size).astype(int), 0, size - 1), np.clip((uv[:, 0] * size).astype(int), 0, size - 1)] = True
+    rows, cols = ((1 - uv[:, 1]) * size).astype(int), (uv[:, 0] * size).astype(int)
+    out[np.clip(rows, 0, size - 1), np.clip(cols, 0, size - 1)] = True
     return out & uv_mask(size)
 
 

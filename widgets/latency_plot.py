@@ -45,12 +45,20 @@ class LatencyPlot(QWidget):
         layout.addWidget(self._layout)
         self.setMinimumSize(240, 160)
 
-    def add_sample(self, infer_ms: float, render_ms: float, fps: float) -> None:
-        """Record one frame's timings; the oldest sample drops out after ``window``."""
+    def add_sample(self, infer_ms: float, render_ms: float, fps: float, redraw: bool = True) -> None:
+        """Record one frame's timings; the oldest sample drops out after ``window``.
+
+        ``redraw=False`` only stores the sample (a caller at 30 fps may redraw a few times a
+        second instead: replotting costs more than a frame on a software-GL machine)."""
         slot = self._count % self._window
         for name, value in zip(SERIES, (infer_ms, render_ms, fps)):
             self._buffers[name][slot] = value
         self._count += 1
+        if redraw:
+            self._redraw()
+
+    def redraw(self) -> None:
+        """Replot the stored samples."""
         self._redraw()
 
     def clear(self) -> None:

@@ -17,7 +17,9 @@ writes DIR/last.pt (resumable checkpoint), DIR/log.csv and DIR/config.json.
 distributed (one process per GPU, or gloo on CPU):
   torchrun --nproc_per_node 2 -m app.cli train DATASET --out DIR ...
   the batch size is per process; only rank 0 writes files.
-stop with Ctrl-C: a checkpoint is written; --resume continues to the same result."""
+stop with Ctrl-C: a checkpoint is written; --resume continues to the same result.
+--resume uses the run's saved config; only --steps, --workers, --checkpoint-every,
+--log-every, --device and --compile may change."""
 
 MODEL_SIZES = ("tiny", "default", "paper")
 
