@@ -118,7 +118,7 @@ def build_data(work: Path, s: Scale) -> Path:
     root = work / "data"
     cfg = SynthConfig(identities=0, frames_per_capture=s.frames, image_size=s.size, seed=0)
     log(f"dataset: {len(dataset_plan(s))} captures x {s.frames} frames at {s.size} px")
-    generate_dataset(root, cfg, plan=dataset_plan(s))
+    generate_dataset(root, cfg, plan=dataset_plan(s), jobs=os.cpu_count() or 1)
     log("avatars: one autoencoder per identity, codes for every capture")
     train_dataset_avatars(root, AvatarConfig(texture_size=s.texture_size), steps=s.avatar_steps)
     return root

@@ -301,7 +301,8 @@ class HMCDataset(Dataset):
         rng = np.random.default_rng([self.seed, key])
         images = c.frames[j]
         if self.augment is not None:
-            images = self._augment(images, mesh, self.cameras(i), rng)
+            vis = None if c.visibility is None else np.asarray(c.visibility[t], bool)
+            images = self._augment(images, mesh, self.cameras(i), rng, vis)
         return {
             "images": torch.from_numpy(np.ascontiguousarray(images)),
             "mesh": torch.from_numpy(mesh),
@@ -316,12 +317,13 @@ class HMCDataset(Dataset):
         }
 
     def _augment(self, images: np.ndarray, mesh: np.ndarray, cameras: list[PinholeCamera],
-                 rng: np.random.Generator) -> np.ndarray:
-        """Built on first use, so each DataLoader worker owns its renderer (GL is not fork-safe)."""
+                 rng: np.random.Generator, visibility: np.ndarray | None = None) -> np.ndarray:
+        """Built on first use, so each DataLoader worker owns its renderer (GL is not fork-safe).
+        The capture's stored per-camera visibility saves the augmenter one depth render per camera."""
         if self._augmenter is None:
             from engine.mia.augment import Augmenter
             self._augmenter = Augmenter(self.augment, self.faces, self.image_size)
-        return self._augmenter(images, mesh, cameras, rng)
+        return self._augmenter(images, mesh, cameras, rng, visibility)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

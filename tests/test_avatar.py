@@ -6,7 +6,8 @@ import torch
 from app.cli import main as cli_main
 from engine.avatar import (FRONTAL_VIEW, AvatarConfig, avatar_path, frame_texture, load_albedo, load_avatar,
                            texture_renderer, uv_mask, view_vectors)
-from engine.avatar_train import AvatarTrainConfig, bake_frames, fit, subject_captures, train_dataset_avatars
+from engine.avatar_train import (AvatarTrainConfig, bake_frames, fit, subject_captures, train_avatar,
+                                 train_dataset_avatars)
 from engine.capture import open_capture
 from engine.errors import AvatarError, MiaError
 from engine.facemodel import load_face_model
@@ -101,6 +102,7 @@ def test_codes_are_written_for_every_capture(dataset, trained):
             renderer.release()
             np.testing.assert_allclose(codes[:4], avatar.encode(meshes[:4], tex), atol=1e-4)
             assert codes.std(0).max() > 1e-3, "codes vary with the expression"
+            assert 0.5 < np.sqrt((codes ** 2).mean()) < 2.0, "codes are O(1), as MIA's code loss assumes"
 
 
 def test_decode_of_encode_reconstructs_the_frame(dataset, trained):
@@ -151,6 +153,17 @@ def test_rerun_skips_finished_identities_and_fills_missing_codes(dataset, traine
     assert cli_main(["avatars", str(dataset), "--steps", str(STEPS), "--texture-size", str(S)]) == 0
     assert {s: avatar_path(s).stat().st_mtime_ns for s in avatars} == avatars, "no avatar was retrained"
     np.testing.assert_allclose(np.load(codes), before, atol=1e-5)
+
+
+def test_cancel_leaves_no_avatar(dataset, tmp_path):
+    subject_dir, captures = next(iter(subject_captures(dataset).items()))
+    copy = tmp_path / subject_dir.name
+    copy.mkdir()
+    for name in ("neutral.obj", "albedo.png", "subject.json"):
+        (copy / name).write_bytes((subject_dir / name).read_bytes())
+    with pytest.raises(KeyboardInterrupt):
+        train_avatar(copy, captures, CFG, steps=10, cancel=lambda: True)
+    assert not (copy / "avatar").exists() or not any((copy / "avatar").iterdir())
 
 
 def test_load_avatar_errors_are_clear(tmp_path):

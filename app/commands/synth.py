@@ -18,6 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", choices=("ffv1", "png"), default="ffv1")
     p.add_argument("--supersample", type=int, default=1, help="render at k x size for anti-aliasing")
+    p.add_argument("--jobs", type=int, default=1, help="captures rendered in parallel processes")
     p.add_argument("--config", type=Path, help="JSON file with a full SynthConfig (overrides the options above)")
     return p
 
@@ -43,7 +44,7 @@ def run(args) -> int:
         bar.set_postfix_str(name)
         bar.refresh()
 
-    captures = generate_dataset(args.out, cfg, progress=progress)
+    captures = generate_dataset(args.out, cfg, progress=progress, jobs=args.jobs)
     bar.close()
     print(f"wrote {len(captures)} captures of {cfg.frames_per_capture} frames to {args.out.resolve()}")
     return 0

@@ -154,9 +154,18 @@ def capture_is_complete(path: Path, spec: CaptureSpec) -> bool:
     return meta.frame_count == spec.frames and meta.provenance.get("spec", {}).get("identity") == spec.identity
 
 
+def _render_job(args: tuple) -> str:
+    out, cfg_dict, spec = args
+    return str(render_capture(Path(out), SynthConfig.from_dict(cfg_dict), spec, overwrite=Path(out).exists()))
+
+
 def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progress | None = None,
-                     cancel: Callable[[], bool] | None = None, plan: list[CaptureSpec] | None = None) -> list[Path]:
-    """Generate (or resume) a dataset; returns the capture folders. Raises ConfigError on a seed clash."""
+                     cancel: Callable[[], bool] | None = None, plan: list[CaptureSpec] | None = None,
+                     jobs: int = 1) -> list[Path]:
+    """Generate (or resume) a dataset; returns the capture folders. Raises ConfigError on a seed clash.
+
+    ``jobs`` > 1 renders captures in that many processes (each with its own GL context); progress
+    then advances per finished capture."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     plan = plan if plan is not None else capture_plan(cfg)
@@ -177,6 +186,22 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
     out = []
     total = sum(s.frames for s in plan)
     done = 0
+    todo = [s for s in plan if not capture_is_complete(root / "captures" / s.name, s)]
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_render_job, (root / "captures" / s.name, cfg.to_dict(), s)): s for s in todo}
+            for fut in as_completed(futures):
+                fut.result()
+                done += futures[fut].frames
+                if progress is not None:
+                    progress(done, total, futures[fut].name)
+                if cancel is not None and cancel():
+                    for f in futures:
+                        f.cancel()
+                    raise KeyboardInterrupt("cancelled")
+        done = 0
     for spec in plan:
         path = root / "captures" / spec.name
         if not capture_is_complete(path, spec):
