@@ -278,21 +278,22 @@ class FrameWorker(QThread):
         spec = self._subject_override or self.resolver(self.source, self.engine)
         engine, note = self.engine, ""
         try:
-            if spec is None:
-                raise LookupError("no neutral mesh known")
-            subject = engine.set_subject(spec.name, spec.neutral, spec.avatar)
+            subject = None if spec is None else engine.set_subject(spec.name, spec.neutral, spec.avatar)
         except Exception as err:
-            name = spec.name if spec else (self.source.subject_id if self.source else None) or "unknown"
-            note = (f"no usable neutral mesh for {name} ({report(err) if spec else 'none found'}); driving the "
-                    "model's template face: load the subject's neutral mesh")
-            spec = SubjectSpec(name, engine.checkpoint.template, None, "the model's template")
-            subject = engine.set_subject(f"{name} (template)", spec.neutral, None)
+            note = f"Cannot drive {spec.name} with its neutral mesh ({report(err)}). "  # type: ignore[union-attr]
+            subject = None
+        if subject is None:
+            name = (spec.name if spec else None) or (self.source.subject_id if self.source else None)
+            note += _template_note(name)
+            spec = SubjectSpec(name or "template", engine.checkpoint.template, None, "the model's template")
+            subject = engine.set_subject(spec.name if name else "template", spec.neutral, None)
         textured = subject.has_adapter and subject.avatar is not None
         why = ("" if textured else " — no adaptation layer F_i in the model" if not subject.has_adapter
                else " — no avatar decoder D_i found")
         self.subject_set.emit({
             "name": spec.name, "origin": spec.origin, "textured": textured, "note": note,
             "mode": ("shape + texture (G, F_i, D_i)" if textured else f"shape only (G){why}"),
+            "template": spec.origin == "the model's template",
             "neutral": np.asarray(subject.neutral), "override": self._subject_override is not None})
 
     def _apply_targets(self) -> None:
@@ -436,6 +437,15 @@ class FrameWorker(QThread):
                 src.close()
             except Exception as err:
                 LOG.warning("closing %s: %s", src.name, err)
+
+
+def _template_note(name: str | None) -> str:
+    """Why the template face is driven, and what to do about it."""
+    if name is None:
+        return ("No subject chosen for this source: driving the model's template face. Load the wearer's "
+                "neutral mesh in the Neutral mesh panel.")
+    return (f"No neutral mesh found for {name} (not in the model, no subjects/{name}/neutral.obj beside the "
+            "capture or in resources/subjects): driving the model's template face. Load its neutral mesh.")
 
 
 def _region_masks(engine: Any) -> dict[str, np.ndarray] | None:

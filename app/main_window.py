@@ -222,7 +222,6 @@ class MainWindow(QMainWindow):
         self.retarget.targets_changed.connect(self._on_targets_ticked)
         self.retarget.textured_changed.connect(self._on_textured_ticked)
         self.hmc.roi_changed.connect(s.set_roi)
-        self.viewer.render_ms.connect(self.status.set_render_ms)
         self.playback.loop_check.setChecked(True)
 
     # ----- settings
@@ -351,6 +350,8 @@ class MainWindow(QMainWindow):
 
     def _on_status(self, status: dict) -> None:
         self.status.set_numbers(status)
+        self.status.set_render_ms(self.presenter.render_ms)  # here, not per draw: a label change
+        # repaints (composites) the whole GL window again
 
     def _on_source_changed(self, info: dict) -> None:
         self.presenter.reset(info)
@@ -395,7 +396,7 @@ class MainWindow(QMainWindow):
             self.neutral_panel.show_info({
                 "path": info.get("origin", ""), "vertex_count": None if neutral is None else len(neutral),
                 "units": "mm", "bbox_mm": None if neutral is None else np.ptp(neutral, axis=0),
-                "matches_topology": not info.get("note"), "mode": info.get("mode", ""),
+                "matches_topology": True, "mode": info.get("mode", ""),
                 "message": info.get("note") or f"{info.get('name')}: neutral mesh from {info.get('origin')}."})
 
     def _on_subjects_changed(self, names: list) -> None:

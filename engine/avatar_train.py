@@ -6,10 +6,11 @@ per frame from the frontal view and from random views within +-25 degrees), from
 initialisation. Its encoder then gives every frame of the identity's captures a code z, saved as
 ``codes.npy``: the target MIA's texture branch regresses (eq. 5).
 
-CPU budget (two cores): a training step of batch 16 costs ~18 ms of CPU at a 64 px texture and
-~65 ms at 128 px; baking costs a few ms a texture. With ``DEFAULT_STEPS`` = 600, three identities x
-240 frames at 64 px take well under a minute (300 steps already give a usable avatar: texture
-error ~4x below the mean face's, geometry ~0.2 mm rms).
+CPU budget: training runs on one thread (see `torch_threads`); a step of batch 16 costs ~18 ms
+at a 64 px texture and ~65 ms at 128 px, baking a few ms a texture. With ``DEFAULT_STEPS`` = 600,
+three identities x 240 frames at 64 px took 84 s wall (54 s CPU) on the 2-core dev machine while
+it was shared with other jobs (load ~5), ~25 s an identity; 300 steps already give a usable
+avatar (texture error ~4x below the mean face's, geometry ~0.2 mm rms), 600 about 15x / 0.1 mm.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import json
 import os
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -49,6 +51,7 @@ class AvatarTrainConfig:
     texture_weight: float = 100.0    # on the masked texture MSE (intensities in [0, 1])
     geometry_weight: float = 1.0     # on the offsets MSE in cm^2
     eval_samples: int = 256          # (frame, view) pairs the before/after errors are measured on
+    threads: int = 1                 # torch intra-op threads while training (see `torch_threads`)
 
 
 @dataclass
@@ -66,6 +69,21 @@ class IdentityFrames:
 def _check(cancel: Cancel | None) -> None:
     if cancel is not None and cancel():
         raise KeyboardInterrupt("cancelled")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with n torch intra-op threads, then restore the caller's setting.
+
+    The avatar's ops are small: a second thread gains ~1.5x on an idle machine, but when the cores
+    are shared (a GUI, another training run) OpenMP threads waiting on each other made steps
+    ~15x slower in our measurements, so training defaults to one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def read_subject(subject_dir: Path) -> tuple[str, np.ndarray]:
@@ -153,6 +171,12 @@ def evaluate(model: AvatarAutoencoder, data: IdentityFrames, mask: torch.Tensor,
 def fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainConfig, seed: int,
         progress: Progress | None = None, cancel: Cancel | None = None) -> tuple[AvatarAutoencoder, dict]:
     """Train one identity's autoencoder from a seed-specific random init; returns it and its errors."""
+    with torch_threads(train.threads):
+        return _fit(data, cfg, steps, train, seed, progress, cancel)
+
+
+def _fit(data: IdentityFrames, cfg: AvatarConfig, steps: int, train: AvatarTrainConfig, seed: int,
+         progress: Progress | None, cancel: Cancel | None) -> tuple[AvatarAutoencoder, dict]:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = AvatarAutoencoder(cfg, len(data.neutral))

@@ -147,6 +147,36 @@ class _TorchRunner:
         return self.model.texture.code_spaces[name].mean.cpu().numpy()
 
 
+class _PSRunner:
+    """The person-specific baseline (Wei et al.) behind the same runner interface, for evaluation:
+    its "embedding" is the PS hidden feature and its code head plays the role of F_i + P_i."""
+
+    def __init__(self, ckpt: Checkpoint, device: str) -> None:
+        self.device = torch.device(device)
+        self.model = ckpt.build_model().to(self.device)
+        mean = ckpt.extra.get("mean_code")
+        self.mean = None if mean is None else np.asarray(mean, np.float32)
+
+    def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, n = torch.from_numpy(images).to(self.device), torch.from_numpy(neutral).to(self.device)
+        if n.shape[0] == 1 and x.shape[0] > 1:
+            n = n.expand(x.shape[0], -1, -1)
+        elif x.shape[0] == 1 and n.shape[0] > 1:
+            x = x.expand(n.shape[0], -1, -1, -1)
+        with torch.inference_mode():
+            out = self.model(x, n)
+        return out.embedding.cpu().numpy(), out.mesh.cpu().numpy()
+
+    def code(self, name: str, e: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.code_head(torch.from_numpy(e).to(self.device)).cpu().numpy()
+
+    def mean_code(self, name: str) -> np.ndarray:
+        if self.mean is None:
+            raise KeyError(f"this PS checkpoint stores no mean code for {name!r}")
+        return self.mean
+
+
 class _OnnxRunner:
     def __init__(self, ckpt: Checkpoint, folder: str | os.PathLike | None, threads: int) -> None:
         from engine.export import ExportError, OnnxModel, default_export_dir, export_onnx, file_sha256
@@ -186,14 +216,15 @@ class InferenceEngine:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.checkpoint = load_checkpoint(checkpoint_path)
-        if self.checkpoint.kind != "mia":
-            raise CheckpointError(f"{self.checkpoint.path}: is a {self.checkpoint.kind!r} checkpoint; "
-                                  "the inference engine drives MIA checkpoints")
+        if self.checkpoint.kind not in ("mia", "ps") or (self.checkpoint.kind == "ps" and backend != "torch"):
+            raise CheckpointError(f"{self.checkpoint.path}: is a {self.checkpoint.kind!r} checkpoint; the inference "
+                                  "engine drives MIA checkpoints (and the PS baseline with the torch backend)")
         self.backend, self.threads = backend, threads
         self.device = device if backend == "torch" else "cpu"
         if backend == "torch":
             torch.set_num_threads(threads)
-            self._runner: _TorchRunner | _OnnxRunner = _TorchRunner(self.checkpoint, device)
+            runner = _PSRunner if self.checkpoint.kind == "ps" else _TorchRunner
+            self._runner: _TorchRunner | _PSRunner | _OnnxRunner = runner(self.checkpoint, device)
         else:
             self._runner = _OnnxRunner(self.checkpoint, onnx_dir, threads)
         self.image_size = self.checkpoint.model_config.image_size
@@ -357,5 +388,6 @@ class InferenceEngine:
         model = self._runner.model if isinstance(self._runner, _TorchRunner) else ckpt.build_model()
         return {"model": ckpt.path.name, "path": str(ckpt.path), "kind": ckpt.kind, "backend": self.backend,
                 "device": str(self.device), "threads": self.threads, "image_size": self.image_size,
-                "parameters": model.parameter_count(), "config": ckpt.model_config.to_dict(),
+                "parameters": (model.parameter_count() if hasattr(model, "parameter_count")
+                               else {"total": sum(p.numel() for p in model.parameters())}), "config": ckpt.model_config.to_dict(),
                 "identities": self.identities, "subjects": self.subjects, "topology": dict(ckpt.topology)}

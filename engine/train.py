@@ -632,8 +632,11 @@ class Trainer:
                       "git_commit": git_commit(), "seconds_trained": self.seconds,
                       "steps": self.step, "world_size": self.env.world_size,
                       "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        extra = ({"ps_args": {"subject": model.subject, "hidden": model.hidden}}
-                 if self.cfg.kind == "ps" else {})
+        extra = {}
+        if self.cfg.kind == "ps":
+            codes = ds.subject_codes(model.subject)
+            extra = {"ps_args": {"subject": model.subject, "hidden": model.hidden},
+                     "mean_code": None if codes is None else np.asarray(codes, np.float32).mean(0)}
         return save_checkpoint(path, model, topology=ds.topology, template=self.template,
                                identities=identities,
                                subjects={s: {"neutral": ds.neutrals[s]} for s in ds.subjects},

@@ -19,9 +19,10 @@ from vispy import scene
 from vispy.color import Colormap
 
 from widgets.colormap import DEFAULT_COLORMAP, apply_colormap, colormap_lut
-from widgets.face_camera import (BACKGROUND, TITLE_COLOR, VISUAL_APP, frame_camera,
-                                 headlight_direction, make_front_camera)
+from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headlight_direction,
+                                 make_front_camera)
 from widgets.face_mesh import MODES, FaceMesh
+from widgets.offscreen_canvas import make_canvas
 
 
 class MeshViewer(QWidget):
@@ -38,8 +39,7 @@ class MeshViewer(QWidget):
         self._needs_framing = True
         self._draw_start = 0.0
 
-        self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, show=False,
-                                        app=VISUAL_APP)
+        self.canvas, self.canvas_widget = make_canvas(BACKGROUND)  # offscreen where GL is software
         self._grid: scene.widgets.Grid | None = None
         self._title = scene.Label("Driven", color=TITLE_COLOR, font_size=10)
         self._gt_title = scene.Label("Ground truth", color=TITLE_COLOR, font_size=10)
@@ -65,7 +65,7 @@ class MeshViewer(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas.native)
+        layout.addWidget(self.canvas_widget)
         self.setMinimumSize(320, 240)
 
     # -- data in ------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QListWidget, QListWidgetI
                                QVBoxLayout, QWidget)
 from vispy import scene
 
-from widgets.face_camera import (BACKGROUND, TITLE_COLOR, VISUAL_APP, frame_camera,
-                                 headlight_direction, make_front_camera)
+from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headlight_direction,
+                                 make_front_camera)
 from widgets.face_mesh import FaceMesh
+from widgets.offscreen_canvas import make_canvas
 
 MeshAndTexture = tuple[np.ndarray, np.ndarray | None]
 
@@ -60,8 +61,7 @@ class RetargetGrid(QWidget):
         self.textured_check = QCheckBox("Textured avatars")
         self.textured_check.setToolTip("Off: shape only (G with each neutral mesh)")
         self.textured_check.toggled.connect(self._on_textured)
-        self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, show=False,
-                                        app=VISUAL_APP)
+        self.canvas, self.canvas_widget = make_canvas(BACKGROUND)  # offscreen where GL is software
         self._grid: scene.widgets.Grid | None = None
         self._faces: np.ndarray | None = None
         self._uvs: np.ndarray | None = None
@@ -77,7 +77,7 @@ class RetargetGrid(QWidget):
         left_layout.addWidget(self.textured_check)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(self.canvas.native)
+        splitter.addWidget(self.canvas_widget)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([160, 480])
         layout = QHBoxLayout(self)

@@ -11,7 +11,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("avatars", help="train per-identity avatar decoders and write codes.npy into their captures")
     p.add_argument("dataset", type=Path, help="dataset folder made by `mia synth` (finished identities are skipped)")
     p.add_argument("--steps", type=int,
-                   help="training steps per identity (default 600; ~10 s at a 64 px texture on two cores)")
+                   help="training steps per identity (default 600: ~20 s of CPU at a 64 px texture)")
     p.add_argument("--texture-size", type=int, help="avatar texture size in texels, a power of two (default 128)")
     p.add_argument("--seed", type=int, default=0)
     return p
