@@ -3,8 +3,9 @@
 Shared by the 3D viewer and the retargeting grid so both draw faces the same way and
 both use the cheap per-frame path: the topology (faces, UVs, texture coordinates) is
 set once, and each frame only replaces vertex positions (and colours in error mode).
-vispy's MeshVisual draws un-indexed triangles, so per frame it gathers ``v[faces]`` and
-recomputes normals in numpy; for the ~8k-vertex face that is about a millisecond.
+vispy's MeshVisual draws un-indexed triangles, so per frame it gathers ``v[faces]``; the smooth
+normals are computed here with a sparse face->vertex sum and handed to vispy (its own np.add.at
+path costs a few ms per face). The wireframe filter is attached only in wireframe mode.
 
 Filter order matters: texture and wireframe modulate the base colour, then shading
 lights the result (texture -> wireframe -> shading).
@@ -83,6 +84,14 @@ class _StreamingMeshVisual(MeshVisual):
 _StreamingMesh = scene.visuals.create_visual_node(_StreamingMeshVisual)
 
 
+def _face_to_vertex(faces: np.ndarray, n_vertices: int):
+    """(V, F) sparse 0/1 matrix: summing each vertex's incident face normals is one product."""
+    import scipy.sparse as sp
+    rows = faces.ravel().astype(np.int64)
+    cols = np.repeat(np.arange(len(faces)), 3)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_vertices, len(faces)))
+
+
 class FaceMesh:
     """A mesh visual plus its texture / wireframe / shading filters and display mode."""
 
@@ -93,6 +102,7 @@ class FaceMesh:
                                      color=SKIN_RGBA, parent=parent)
         self.visual.visible = False
         self._faces: np.ndarray | None = None
+        self._normal_op = None
         self._n_vertices = 0
         self._vertices: np.ndarray | None = None
         self._colors: np.ndarray | None = None
@@ -118,6 +128,7 @@ class FaceMesh:
             if uvs.ndim != 2 or uvs.shape[1] != 2 or len(uvs) < n:
                 raise ValueError(f"uvs must be (V, 2) with V >= {n}, got {uvs.shape}")
         self._faces, self._n_vertices = faces, n  # vertices beyond the faces' range are allowed
+        self._normal_op = _face_to_vertex(faces, n)
         self._vertices, self._colors = None, None
         self.visual.visible = False
         self.visual.set_data(vertices=np.zeros((n, 3), np.float32), faces=faces, color=SKIN_RGBA)
@@ -226,6 +237,23 @@ class FaceMesh:
             colors = None  # stale colours from a different vertex count: show plain skin
         self.visual.set_data(vertices=self._vertices, faces=self._faces, vertex_colors=colors,
                              color=WHITE_RGBA if textured else SKIN_RGBA)
+        self._prime_normals()
+
+    def _prime_normals(self) -> None:
+        """Hand vispy the smooth vertex normals, computed with a sparse face->vertex sum.
+
+        vispy's MeshData accumulates them with ``np.add.at``, several times slower (about 3 ms a
+        face per frame); it keeps whatever sits in its normals cache, so filling it is enough.
+        """
+        md = self.visual.mesh_data
+        if self._normal_op is None or not hasattr(md, "_vertex_normals") or self._vertices is None:
+            return
+        v = self._vertices[: self._n_vertices]
+        f = self._faces
+        face_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        normals = np.asarray(self._normal_op @ face_normals, np.float32)
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        md._vertex_normals = normals
 
     # -- lighting ---------------------------------------------------------------------------
     def set_light_dir(self, direction: np.ndarray) -> None:
