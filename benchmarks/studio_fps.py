@@ -66,8 +66,7 @@ def measure(app, window, seconds: float) -> dict:
     session.frame_ready.connect(on_frame)
     window.viewer.render_ms.connect(on_render)
     shown0, dropped0, t0 = session.frames_shown, session.worker.dropped, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        app.processEvents()
+    run_event_loop(seconds)  # a real event loop: spinning processEvents() would eat a core
     elapsed = time.perf_counter() - t0
     session.frame_ready.disconnect(on_frame)
     window.viewer.render_ms.disconnect(on_render)
@@ -75,6 +74,13 @@ def measure(app, window, seconds: float) -> dict:
     mean = lambda v: round(sum(v) / len(v), 2) if v else 0.0  # noqa: E731
     return {"fps": round(frames / elapsed, 2), "frames": frames, "infer_ms": mean(infer), "render_ms": mean(render),
             "dropped_stale": session.worker.dropped - dropped0}
+
+
+def run_event_loop(seconds: float) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
 
 
 def measure_headless(app, window, seconds: float) -> dict:
@@ -93,8 +99,7 @@ def wait_for(app, predicate, timeout: float, what: str) -> None:
     while not predicate():
         if time.perf_counter() > end:
             raise SystemExit(f"studio_fps: timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.005)
+        run_event_loop(0.02)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import HMCDataset, find_captures, probe_topology
+from engine.data import HMCDataset, find_captures, neutral_path, probe_topology
 from engine.errors import CheckpointError, ConfigError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
@@ -85,6 +85,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 10
     compile: bool = False
+    texture_loss: bool = True   # eq. 5's texture term through each subject's avatar D_i when it has one
     device: str = "auto"
     out_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -313,6 +314,31 @@ def code_rows(model: nn.Module, batch: dict) -> Tensor:
     known = set(model.identities) if isinstance(model, MIA) else {model.subject}
     ok = [bool(h) and s in known for h, s in zip(batch["has_code"].tolist(), batch["subject"])]
     return torch.tensor([i for i, x in enumerate(ok) if x], dtype=torch.long)
+
+
+class AvatarTexture(nn.Module):
+    """D_i(z, v) of a subject's avatar as a frozen module, with its UV validity mask as W_T."""
+
+    def __init__(self, avatar: Any) -> None:
+        super().__init__()
+        self.avatar = avatar.model
+        self.register_buffer("texel_weights", torch.from_numpy(np.asarray(avatar.uv_mask, np.float32)))
+
+    def forward(self, z: Tensor, view: Tensor) -> Tensor:
+        return self.avatar.decode_texture(z, view)
+
+
+def dataset_avatars(dataset: HMCDataset) -> dict[str, AvatarTexture]:
+    """Texture decoders of the dataset's coded subjects that have ``subjects/<id>/avatar/avatar.pt``."""
+    from engine.avatar import avatar_path, load_avatar
+    out = {}
+    for c in dataset.captures:
+        if c.subject in out or dataset.subject_codes(c.subject) is None:
+            continue
+        folder = neutral_path(c.path, c.subject).parent
+        if avatar_path(folder).exists():
+            out[c.subject] = AvatarTexture(load_avatar(folder))
+    return out
 
 
 def texture_term(z_pred: Tensor, z_true: Tensor, names: list[str], views: Tensor, batch_size: int,
@@ -565,6 +591,8 @@ class Trainer:
         return [p for p in paths if subjects[p] == subject]
 
     def _decoders(self, decoders: dict[str, TextureDecoder] | None) -> dict[str, TextureDecoder]:
+        if decoders is None and self.cfg.texture_loss:
+            decoders = dataset_avatars(self.dataset)
         out = {}
         for name, d in (decoders or {}).items():
             if isinstance(d, nn.Module):
