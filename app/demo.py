@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=150, help="frames to play when there is no display")
     p.add_argument("--screenshot", type=Path, default=SCREENSHOT)
+    p.add_argument("--summary", type=Path, default=SUMMARY, help="where the unattended run's summary goes")
     p.add_argument("--capture", help="capture folder (default: resources/demo_capture)")
     p.add_argument("--model", help="model checkpoint (default: resources/default_model.pt)")
     p.add_argument("--timeout", type=float, default=300.0)
@@ -38,8 +39,9 @@ def _studio_args(args: argparse.Namespace, unattended: bool) -> list[str]:
         out += ["--model", args.model]
     if unattended:
         args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
         out += ["--frames", str(args.frames), "--quit-after", "--screenshot", str(args.screenshot),
-                "--timeout", str(args.timeout), "--summary-json", str(SUMMARY)]
+                "--timeout", str(args.timeout), "--summary-json", str(args.summary)]
     return out
 
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.main import main as studio_main
     rc = studio_main(_studio_args(args, unattended))
     if unattended:
-        print(f"demo: screenshot {args.screenshot.resolve()}, summary {SUMMARY.resolve()}")
+        print(f"demo: screenshot {args.screenshot.resolve()}, summary {args.summary.resolve()}")
     return rc
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-from app.paths import set_application_names
+from app.paths import default_threads, set_application_names
 
 ATTENDED_TIMEOUT_S = 600.0
 
@@ -58,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=0, help="frames to show before the screenshot / quitting")
     p.add_argument("--quit-after", action="store_true", help="quit after --frames frames (and the screenshot)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up an unattended run after this many s")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("MIA_STUDIO_THREADS", "2")),
-                   help="inference threads")
+    p.add_argument("--threads", type=int, default=default_threads(),
+                   help="inference threads (default: cores - 1, at most 4; env MIA_STUDIO_THREADS)")
     p.add_argument("--summary-json", help="also write the run summary to this JSON file")
     return p
 

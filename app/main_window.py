@@ -49,12 +49,12 @@ class MainWindow(QMainWindow):
     error_shown = Signal(str)  # thread-safe way to put an error in the status bar
 
     def __init__(self, session: Session | None = None, settings: StudioSettings | None = None,
-                 threads: int = 2) -> None:
+                 threads: int | None = None) -> None:
         super().__init__()
         self.setWindowTitle("MIA Studio")
-        self.threads = threads
+        self.threads = threads or paths.default_threads()
         self.settings = settings or StudioSettings()
-        self.session = session or Session(threads=threads)
+        self.session = session or Session(threads=self.threads)
         self.topology: Any = None
         self._standing_model = ""
         self._standing_source = ""
@@ -121,7 +121,7 @@ class MainWindow(QMainWindow):
         self.docks["errors"].raise_()
         self.resize(1500, 950)
         self.resizeDocks([self.docks["errors"]], [230], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["source"], self.docks["retarget"]], [290, 400], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["source"], self.docks["retarget"]], [290, 460], Qt.Orientation.Horizontal)
 
     def _action(self, menu, text: str, slot, shortcut: str | None = None, checkable: bool = False) -> QAction:
         action = QAction(text, self, checkable=checkable)

@@ -21,6 +21,15 @@ ORG_NAME = "MIA Studio"
 HOME_ENV = "MIA_STUDIO_HOME"
 
 
+def default_threads() -> int:
+    """Inference threads: MIA_STUDIO_THREADS, else all cores but one (the GUI thread and the
+    software rasteriser need that one), at most four; on a 2-core machine that is one."""
+    env = os.environ.get("MIA_STUDIO_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 def set_application_names() -> None:
     """Names Qt uses for the user folders and QSettings; call before any QApplication."""
     QCoreApplication.setOrganizationName(ORG_NAME)

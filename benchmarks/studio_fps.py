@@ -36,7 +36,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--targets", type=int, default=4)
-    p.add_argument("--threads", type=int, default=int(os.environ.get("MIA_STUDIO_THREADS", "2")))
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default: the studio's)")
     p.add_argument("--mode", default="textured", help="viewer mode: shaded, textured, wireframe, error")
     p.add_argument("--size", default="1500x950", help="window size WxH (the GL composition cost grows with it)")
     p.add_argument("--no-ground-truth", action="store_true", help="hide the ground-truth mesh beside the driven one")
@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> dict:
         from app.paths import set_application_names
         set_application_names()
         app = QApplication.instance() or QApplication([])
-        window = MainWindow(threads=args.threads)
+        window = MainWindow(threads=args.threads or None)
+        args.threads = window.threads
         width, height = (int(v) for v in args.size.lower().split("x"))
         window.resize(width, height)
         window.show()

@@ -300,9 +300,22 @@ def subject_captures(dataset_root: str | os.PathLike) -> dict[Path, list[Path]]:
     return {s: by_id.get(read_subject(s)[0], []) for s in subjects}
 
 
+def _subject_job(args: tuple) -> tuple[str, str]:
+    subject_dir, caps, cfg, steps, seed, train = args
+    avatar = _existing(subject_dir, cfg)
+    if avatar is None:
+        avatar = load_avatar(train_avatar(subject_dir, caps, cfg, steps, None, None,
+                                          identity_seed(seed, subject_dir.name), train))
+        missing = caps
+    else:
+        missing = [c for c in caps if not _has_codes(c)]
+    write_codes(avatar, missing)
+    return avatar.subject_id, str(avatar.path)
+
+
 def train_dataset_avatars(dataset_root: str | os.PathLike, cfg: AvatarConfig | None = None,
                           steps: int = DEFAULT_STEPS, progress: Progress | None = None, cancel: Cancel | None = None,
-                          seed: int = 0, train: AvatarTrainConfig | None = None) -> dict[str, Path]:
+                          seed: int = 0, train: AvatarTrainConfig | None = None, jobs: int = 1) -> dict[str, Path]:
     """Train (or resume) every subject's avatar and write codes for all their captures.
 
     An identity is skipped when its avatar exists with the same config and all its captures have
@@ -312,6 +325,19 @@ def train_dataset_avatars(dataset_root: str | os.PathLike, cfg: AvatarConfig | N
     plan = [(s, caps) for s, caps in subject_captures(dataset_root).items() if caps]
     total = steps * len(plan)
     out = {}
+    if jobs > 1 and len(plan) > 1:  # identities are independent: one process each (own GL context)
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_subject_job, (d, caps, cfg, steps, seed, train)) for d, caps in plan]
+            for n, fut in enumerate(as_completed(futures)):
+                sid, path = fut.result()
+                out[sid] = Path(path)
+                if progress is not None:
+                    progress((n + 1) * steps, total, f"{sid}: done")
+                if cancel is not None and cancel():
+                    raise KeyboardInterrupt("cancelled")
+        return out
     for n, (subject_dir, caps) in enumerate(plan):
         name = subject_dir.name
         avatar = _existing(subject_dir, cfg)

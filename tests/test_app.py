@@ -159,6 +159,15 @@ def test_view_modes_and_click_to_seek(qtbot, window, sample, tmp_path):
     window.set_error_scale(2.0)
     assert window.presenter.error_scale_mm == 2.0 and window.scale_actions[2.0].isChecked()
 
+    camera = window.viewer._view.camera  # orbit with a left drag, zoom with the wheel
+    azimuth, scale = camera.azimuth, camera.scale_factor
+    drag(qtbot, window.viewer.canvas_widget, (200, 200), (320, 230))
+    assert abs(camera.azimuth - azimuth) > 5.0
+    wheel(window.viewer.canvas_widget, (200, 200), 240)
+    assert camera.scale_factor < scale
+    window.viewer.reset_camera()
+    assert abs(camera.azimuth - azimuth) < 1e-6
+
     window.presenter.refresh_plots(s.errors)
     plot = window.error_plots
     qtbot.waitUntil(lambda: "face" in plot.curve_names, timeout=WAIT_MS)
@@ -167,6 +176,35 @@ def test_view_modes_and_click_to_seek(qtbot, window, sample, tmp_path):
     qtbot.mouseClick(plot.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: any(b.index == 15 and b.request for b in frames.bundles[count:]), timeout=WAIT_MS)
     assert window.playback.frame == 15 and not s.playing
+
+
+def drag(qtbot, widget, start: tuple[int, int], end: tuple[int, int], steps: int = 6) -> None:
+    """A left-button drag delivered as real Qt mouse events."""
+    from PySide6.QtCore import QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+
+    def send(kind, pos, button, buttons):
+        point = QPointF(*pos)
+        QApplication.sendEvent(widget, QMouseEvent(kind, point, widget.mapToGlobal(point), button, buttons,
+                                                   Qt.KeyboardModifier.NoModifier))
+    send(QEvent.Type.MouseButtonPress, start, left, left)
+    for k in range(1, steps + 1):
+        qtbot.wait(20)  # vispy ignores moves closer than 10 ms apart
+        pos = tuple(a + (b - a) * k / steps for a, b in zip(start, end))
+        send(QEvent.Type.MouseMove, pos, none, left)
+    send(QEvent.Type.MouseButtonRelease, end, left, none)
+
+
+def wheel(widget, pos: tuple[int, int], delta: int) -> None:
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+    point = QPointF(*pos)
+    QApplication.sendEvent(widget, QWheelEvent(point, widget.mapToGlobal(point), QPoint(), QPoint(0, delta),
+                                               Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                                               Qt.ScrollPhase.NoScrollPhase, False))
 
 
 # --------------------------------------------------------------------------- neutral meshes
@@ -191,6 +229,15 @@ def test_load_good_and_bad_neutral_meshes(qtbot, window, sample, tmp_path):
     assert panel._fields["mode"].text().startswith("shape only")  # no F_i for id002
     assert not s.subject_info["textured"]
     qtbot.waitUntil(lambda: frames.last is not None and frames.last.texture is None, timeout=WAIT_MS)
+
+    import trimesh  # the same mesh as PLY and GLB (vertex order kept) is just as good
+    verts, faces = trimesh.load(sample.subject_dir("id002") / "neutral.obj", process=False, force="mesh").vertices, \
+        window.topology.faces
+    for suffix in (".ply", ".glb"):
+        path = tmp_path / f"id002_scan{suffix}"
+        trimesh.Trimesh(verts, faces, process=False).export(path)
+        assert window.load_neutral(str(path)), panel.message_text
+        assert panel._fields["topology"].text() == "matches the model"
 
     assert window.load_neutral(str(sample.subject_dir("id001") / "neutral.obj"))
     qtbot.waitUntil(lambda: s.subject_info.get("name") == "id001", timeout=WAIT_MS)

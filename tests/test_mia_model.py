@@ -233,3 +233,15 @@ def test_paper_config_size() -> None:
     assert counts["total"] > 5_000_000
     out = model(torch.rand(1, 3, 192, 192), torch.zeros(7306, 3), ["subject"])
     assert out.mesh.shape == (1, 7306, 3) and out.code is not None
+
+
+def test_backbone_embeds_different_images_differently():
+    """Regression: instance norm before global pooling made e constant for every input."""
+    import torch
+    from engine.mia.backbone import Backbone
+    from engine.mia.config import ModelConfig
+    torch.manual_seed(0)
+    b = Backbone(ModelConfig.tiny())
+    images = torch.rand(6, 3, 32, 32) * 255
+    e = b(images)
+    assert e.std(0).mean() > 1e-3, "the backbone maps different images to the same embedding"

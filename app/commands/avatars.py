@@ -14,6 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="training steps per identity (default 600: ~20 s of CPU at a 64 px texture)")
     p.add_argument("--texture-size", type=int, help="avatar texture size in texels, a power of two (default 128)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="identities trained in parallel processes")
     return p
 
 
@@ -30,7 +31,7 @@ def run(args) -> int:
         bar.set_postfix_str(message)
         bar.refresh()
 
-    avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed)
+    avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed, jobs=args.jobs)
     bar.close()
     for subject_id, path in avatars.items():
         print(f"{subject_id}: {path}")

@@ -44,7 +44,10 @@ class BottleneckUnit(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x) + self.shortcut(x)
+        # The ReLU after the sum matters: every branch ends in instance norm, whose spatial mean is
+        # its (constant) bias, so without it the global average pool would see the same value for
+        # every image and B would embed all frames to one point.
+        return torch.relu(self.body(x) + self.shortcut(x))
 
 
 def bottleneck_block(in_ch: int, out_ch: int, convs: int) -> nn.Sequential:
