@@ -223,11 +223,15 @@ class SequenceExporter(QObject):
         self._close_video()
         if self._cancelled:
             self._discard()
+            self._resume()
             self.failed.emit("Export cancelled; " + ("the partial sequence was removed." if self.request.fmt in
                                                      ("obj", "ply") else "nothing was written."))
             return
         count = self._next - self.request.start
+        self._resume()
         self.finished_with.emit(f"Exported {count} frames to {self.request.path}")
+
+    def _resume(self) -> None:
         if self._was_playing:
             self.session.play()
 
@@ -273,6 +277,7 @@ class SequenceExporter(QObject):
                 f.exception()
             self._pool.shutdown(wait=True)
             self._close_video()
+        self._resume()
         self.failed.emit(message)
 
     def _disconnect(self) -> None:

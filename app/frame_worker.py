@@ -208,7 +208,7 @@ class FrameWorker(QThread):
     def _cmd_model(self, path: str) -> None:
         from engine.inference import InferenceEngine
         try:
-            engine = InferenceEngine(path, backend=self.backend, threads=self.threads)
+            engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())
         except Exception as err:
             self.model_failed.emit(report(err, f"cannot load the model {path}"))
             return
@@ -437,6 +437,16 @@ class FrameWorker(QThread):
                 src.close()
             except Exception as err:
                 LOG.warning("closing %s: %s", src.name, err)
+
+
+def _device() -> str:
+    """MIA_STUDIO_DEVICE, else the GPU when torch sees one (one frame at a time is still faster)."""
+    import os
+    wanted = os.environ.get("MIA_STUDIO_DEVICE", "").strip()
+    if wanted:
+        return wanted
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _template_note(name: str | None) -> str:

@@ -17,7 +17,7 @@ from typing import Callable
 from engine.errors import MiaError
 
 LOG = logging.getLogger("mia_studio")
-_handler: logging.Handler | None = None
+_handler: logging.FileHandler | None = None
 
 
 def setup_logging(level: int = logging.INFO) -> str:
@@ -25,6 +25,10 @@ def setup_logging(level: int = logging.INFO) -> str:
     global _handler
     from app.paths import log_file
     path = log_file()
+    if _handler is not None and _handler.baseFilename != str(path):  # the user folder moved (tests)
+        LOG.removeHandler(_handler)
+        _handler.close()
+        _handler = None
     if _handler is None:
         _handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2,
                                                         encoding="utf-8")

@@ -510,6 +510,12 @@ class MainWindow(QMainWindow):
     # ----- shutdown
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()
+        for job in self.actions.jobs:  # stop long work first: a QThread must not outlive the app
+            job[0].cancel()
+        from app.workers import Task
+        for task in list(Task._running):
+            task.cancel()
+            task.wait(15_000)
         self.session.shutdown()
         super().closeEvent(event)
 

@@ -53,12 +53,16 @@ class Scale:
     batch: int = 32
     workers: int = 0
     jobs: int = 1
+    data_size: int = 0          # rendered image size (0: the model's); the loader resizes
+    shape_hidden: int = 128
+    aug_probability: float = 0.8
 
 
 SCALES = {
     "tiny": Scale(3, 2, 1, 40, 32, 60, 40, 60, 32, (1, 2), batch=16),
     "small": Scale(8, 3, 2, 150, 64, 1500, 400, 300, 64, (2, 4)),
-    "gpu": Scale(16, 4, 2, 300, 64, 4000, 800, 600, 128, (2, 4, 8), workers=3, jobs=4),
+    "gpu": Scale(16, 4, 2, 200, 64, 2000, 600, 400, 64, (2, 8), workers=2, jobs=5, data_size=96,
+                 shape_hidden=64, aug_probability=0.6),
 }
 
 
@@ -116,11 +120,11 @@ def build_data(work: Path, s: Scale) -> Path:
     from engine.synth.config import SynthConfig
     from engine.synth.generate import generate_dataset
     root = work / "data"
-    cfg = SynthConfig(identities=0, frames_per_capture=s.frames, image_size=s.size, seed=0)
+    cfg = SynthConfig(identities=0, frames_per_capture=s.frames, image_size=s.data_size or s.size, seed=0)
     log(f"dataset: {len(dataset_plan(s))} captures x {s.frames} frames at {s.size} px")
     generate_dataset(root, cfg, plan=dataset_plan(s), jobs=os.cpu_count() or 1)
     log("avatars: one autoencoder per identity, codes for every capture")
-    train_dataset_avatars(root, AvatarConfig(texture_size=s.texture_size), steps=s.avatar_steps)
+    train_dataset_avatars(root, AvatarConfig(texture_size=s.texture_size), steps=s.avatar_steps, jobs=os.cpu_count() or 1)
     return root
 
 
@@ -141,9 +145,9 @@ def train_models(work: Path, data: Path, s: Scale) -> dict[str, Path]:
     from engine.mia.config import ModelConfig
     from engine.train import TrainConfig
     names = ids(s)
-    model = ModelConfig(image_size=s.size)
+    model = ModelConfig(image_size=s.size, shape_hidden=s.shape_hidden)
     base = TrainConfig(steps=s.steps, batch_size=s.batch, num_workers=s.workers, checkpoint_every=max(200, s.steps // 4),
-                       model=model)
+                       model=model, augment={"probability": s.aug_probability})
     K = names["train"]
     jobs = {
         "mia_K_aug": replace(base, captures=train_captures(s, K)),
@@ -157,9 +161,11 @@ def train_models(work: Path, data: Path, s: Scale) -> dict[str, Path]:
     for sub in names["new"]:
         jobs[f"ps_{sub}"] = replace(base, kind="ps", ps_subject=sub, captures=[f"{sub}_c00"])
     args = [(n, str(work), str(data), c.to_dict()) for n, c in jobs.items()]
+    args.sort(key=lambda a: a[0] != "mia_K_aug")  # the model everything else is compared with first
     log(f"training {len(args)} models ({s.steps} steps each, {s.jobs} at a time)")
     if s.jobs > 1:
-        with ProcessPoolExecutor(s.jobs) as pool:
+        import multiprocessing as mp
+        with ProcessPoolExecutor(s.jobs, mp_context=mp.get_context("spawn")) as pool:
             paths = list(pool.map(_train_job, args))
     else:
         paths = [_train_job(a) for a in args]
@@ -175,8 +181,11 @@ def adapt_new(work: Path, data: Path, s: Scale, base_ckpt: Path) -> dict[str, Pa
     for sub in ids(s)["new"]:
         path = work / "models" / f"mia_K_aug+{sub}.pt"
         if not path.exists():
-            adapt(ckpt, [data / "captures" / f"{sub}_c00"], sub, path, AdaptConfig(steps=s.adapt_steps, batch_size=s.batch),
-                  show_bar=False)
+            from engine.avatar import load_avatar
+            from engine.train import AvatarTexture
+            adapt(ckpt, [data / "captures" / f"{sub}_c00"], sub, path,
+                  AdaptConfig(steps=s.adapt_steps, batch_size=s.batch, augment={"probability": s.aug_probability}),
+                  texture_decoder=AvatarTexture(load_avatar(data / "subjects" / sub)), show_bar=False)
         out[sub] = path
         ckpt = path
     return out
