@@ -33,8 +33,11 @@ class SampleData:
 
 
 def make_sample_data(root: str | os.PathLike, identities: int = 2, frames: int = 20, image_size: int = 48,
-                     textured: int = 1, seed: int = 0) -> SampleData:
-    """Dataset + tiny model under ``root``; the first ``textured`` identities get F_i and an avatar."""
+                     textured: int = 1, seed: int = 0, model_size: str = "tiny") -> SampleData:
+    """Dataset + untrained model under ``root``; the first ``textured`` identities get F_i and an avatar.
+
+    ``model_size``: "tiny" (ModelConfig.tiny(), for tests) or "default" (ModelConfig(), the sizes a
+    shipped model has, for timing)."""
     import torch
 
     from engine.checkpoint import save_checkpoint
@@ -54,12 +57,13 @@ def make_sample_data(root: str | os.PathLike, identities: int = 2, frames: int =
     names = sorted(p.name for p in (root / "subjects").iterdir() if p.is_dir())
     neutrals = {n: load_mesh(root / "subjects" / n / "neutral.obj")[0] for n in names}
     torch.manual_seed(seed)
-    model = MIA(ModelConfig.tiny(), torch.from_numpy(template))
+    config = ModelConfig.tiny() if model_size == "tiny" else ModelConfig()
+    model = MIA(config, torch.from_numpy(template))
     with_avatar = names[:textured]
     for name in with_avatar:
         model.add_identity(name, torch.randn(40, model.cfg.latent_dim))
         _write_avatar(root / "subjects" / name, name, neutrals[name], model.cfg.latent_dim, seed)
-    path = save_checkpoint(root / "tiny_model.pt", model, topology=fm.topology.describe(), template=template,
+    path = save_checkpoint(root / ("tiny_model.pt" if model_size == "tiny" else "default_size_model.pt"), model, topology=fm.topology.describe(), template=template,
                            identities={n: {"neutral": neutrals[n]} for n in with_avatar},
                            subjects={n: {"neutral": neutrals[n]} for n in names},
                            provenance={"made_by": "app.sample_data (untrained, for tests)"})

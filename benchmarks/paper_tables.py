@@ -141,7 +141,11 @@ def _train_job(args: tuple) -> str:
     return str(path)
 
 
-def train_models(work: Path, data: Path, s: Scale) -> dict[str, Path]:
+SECTIONS = ("table1", "table2", "table3", "fig9", "correspondence")
+MAIN_MODELS = ("mia_K_aug", "mia_K_noaug", "mia_1_aug", "ps_id000")
+
+
+def train_models(work: Path, data: Path, s: Scale, part: str = "all") -> dict[str, Path]:
     from engine.mia.config import ModelConfig
     from engine.train import TrainConfig
     names = ids(s)
@@ -160,6 +164,8 @@ def train_models(work: Path, data: Path, s: Scale) -> dict[str, Path]:
             jobs[f"mia_{k}_aug"] = replace(base, captures=train_captures(s, K[:k]))
     for sub in names["new"]:
         jobs[f"ps_{sub}"] = replace(base, kind="ps", ps_subject=sub, captures=[f"{sub}_c00"])
+    if part != "all":
+        jobs = {n: c for n, c in jobs.items() if (n in MAIN_MODELS) == (part == "main")}
     args = [(n, str(work), str(data), c.to_dict()) for n, c in jobs.items()]
     args.sort(key=lambda a: a[0] != "mia_K_aug")  # the model everything else is compared with first
     log(f"training {len(args)} models ({s.steps} steps each, {s.jobs} at a time)")
@@ -208,53 +214,58 @@ def mean_std(rows: list[dict], kind: str) -> dict[str, tuple[float, float]]:
 def fmt(ms: tuple[float, float] | float | None) -> str:
     if ms is None:
         return "–"
-    return f"{ms[0]:.2f} ± {ms[1]:.2f}" if isinstance(ms, tuple) else f"{ms:.2f}"
+    return f"{ms[0]:.2f} ± {ms[1]:.2f}" if isinstance(ms, (tuple, list)) else f"{ms:.2f}"
 
 
-def run(work: Path, s: Scale, out_md: Path) -> dict:
+def run(work: Path, s: Scale, out_md: Path, scale_name: str, part: str = "all",
+        base_model: Path | None = None) -> dict:
+    """``part``: "main" (Tables 1, 2, Fig. 8), "rest" (Table 3, Fig. 9, correspondence; needs the
+    main K-subject model, trained here or given as ``base_model``) or "all"."""
     names = ids(s)
     data = build_data(work, s)
-    models = train_models(work, data, s)
-    adapted = adapt_new(work, data, s, models["mia_K_aug"])
+    models = train_models(work, data, s, part)
+    if base_model is not None:
+        models["mia_K_aug"] = base_model
     cap = lambda n: data / "captures" / n  # noqa: E731
-    res: dict = {"scale": s.__dict__, "tables": {}}
-    log("Table 1: untrained identities")
-    t1 = {sub: evaluate(models["mia_K_aug"], cap(f"{sub}_c00")) for sub in names["untrained"]}
-    res["tables"]["table1"] = t1
-    log("Table 2 / Fig. 8: id000 under new captures")
-    t2 = {}
-    for k in range(1, 5):
-        c = cap(f"id000_c{k:02d}")
-        t2[k] = {m: evaluate(models[m], c) for m in ("ps_id000", "mia_1_aug", "mia_K_noaug", "mia_K_aug")}
-    res["tables"]["table2"] = t2
-    log("Table 3: new identities, F only")
-    t3 = {sub: {"mia": evaluate(adapted[sub], cap(f"{sub}_c01")), "ps": evaluate(models[f"ps_{sub}"], cap(f"{sub}_c01"))}
-          for sub in names["new"]}
-    res["tables"]["table3"] = t3
-    log("Fig. 9: number of training subjects")
-    fig9 = {}
-    for k in (*s.fig9, len(names["train"])):
-        m = models["mia_K_aug"] if k == len(names["train"]) else models.get(f"mia_{k}_aug")
-        if m is not None:
-            fig9[k] = mean_std([evaluate(m, cap(f"{sub}_c00")) for sub in names["untrained"]], "shape")
-    res["tables"]["fig9"] = {str(k): v for k, v in fig9.items()}
-    log("correspondence")
-    from engine.evaluate import correspondence_error
-    corr = []
-    src = names["untrained"][0]
-    for tgt in names["untrained"][1:] + names["train"][1:3]:
-        c = correspondence_error(models["mia_K_aug"], cap(f"{src}_c00"), tgt, control="render")
-        corr.append(c.to_dict())
-    res["tables"]["correspondence"] = [{k: v for k, v in c.items() if k != "per_frame"} for c in corr]
-    (work / "results.json").write_text(json.dumps(res, indent=2, default=float))
-    write_markdown(res, s, work, out_md)
+    path = work / "results.json"
+    res: dict = json.loads(path.read_text()) if path.exists() else {"tables": {}}
+    res.update({"scale": s.__dict__, "scale_name": scale_name})
+    if part in ("main", "all"):
+        log("Table 1: untrained identities")
+        res["tables"]["table1"] = {sub: evaluate(models["mia_K_aug"], cap(f"{sub}_c00")) for sub in names["untrained"]}
+        log("Table 2 / Fig. 8: id000 under new captures")
+        res["tables"]["table2"] = {str(k): {m: evaluate(models[m], cap(f"id000_c{k:02d}")) for m in MAIN_MODELS}
+                                   for k in range(1, 5)}
+    if part in ("rest", "all"):
+        adapted = adapt_new(work, data, s, models["mia_K_aug"])
+        log("Table 3: new identities, F only")
+        res["tables"]["table3"] = {sub: {"mia": evaluate(adapted[sub], cap(f"{sub}_c01")),
+                                         "ps": evaluate(models[f"ps_{sub}"], cap(f"{sub}_c01"))} for sub in names["new"]}
+        log("Fig. 9: number of training subjects")
+        fig9 = {}
+        for k in (*s.fig9, len(names["train"])):
+            m = models["mia_K_aug"] if k == len(names["train"]) else models.get(f"mia_{k}_aug")
+            if m is not None:
+                fig9[str(k)] = mean_std([evaluate(m, cap(f"{sub}_c00")) for sub in names["untrained"]], "shape")
+        res["tables"]["fig9"] = fig9
+        log("correspondence")
+        from engine.evaluate import correspondence_error
+        src = names["untrained"][0]
+        corr = [correspondence_error(models["mia_K_aug"], cap(f"{src}_c00"), tgt, control="render").to_dict()
+                for tgt in names["untrained"][1:] + names["train"][1:3]]
+        res["tables"]["correspondence"] = [{k: v for k, v in c.items() if k != "per_frame"} for c in corr]
+    path.write_text(json.dumps(res, indent=2, default=float))
+    if all(k in res["tables"] for k in SECTIONS):
+        write_markdown(res, s, work, out_md)
+    else:
+        log(f"partial results in {path} (missing {[k for k in SECTIONS if k not in res['tables']]})")
     return res
 
 
 def write_markdown(res: dict, s: Scale, work: Path, out_md: Path) -> None:
     from engine import plots  # noqa: F401  (Agg backend)
     T = res["tables"]
-    L = [f"# Synthetic benchmark results (scale `{res['scale'] and next(k for k, v in SCALES.items() if v == s)}`)", "",
+    L = [f"# Synthetic benchmark results (scale `{res['scale_name']}`)", "",
          f"K = {s.train_ids} training identities, {s.frames} frames per capture at {s.size} px, "
          f"{s.steps} training steps of batch {s.batch}; generated by `benchmarks/paper_tables.py`. "
          "Errors: mean Euclidean vertex error (mm) per region; texture errors in intensity (0-255).", ""]
@@ -362,13 +373,26 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, help="trainings run in parallel")
     ap.add_argument("--workers", type=int, help="data-loader workers per training")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--part", choices=("all", "main", "rest"), default="all",
+                    help="main: Tables 1-2 and Fig. 8; rest: Table 3, Fig. 9, correspondence (two shorter runs)")
+    ap.add_argument("--base-model", type=Path, help="the K-subject MIA for --part rest (else trained here)")
+    ap.add_argument("--report-only", nargs="*", type=Path, metavar="RESULTS_JSON",
+                    help="only write the Markdown from results JSON files (merged in order)")
     args = ap.parse_args()
     s = SCALES[args.scale]
     s = replace(s, **{k: v for k, v in (("jobs", args.jobs), ("workers", args.workers), ("steps", args.steps)) if v})
     work = args.work or Path("runs") / f"paper_{args.scale}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    run(work, s, args.out)
+    if args.report_only is not None:
+        res: dict = {"tables": {}}
+        for f in args.report_only or [work / "results.json"]:
+            part = json.loads(f.read_text())
+            res["tables"].update(part["tables"])
+            res["scale_name"] = part.get("scale_name", args.scale)
+        write_markdown(res, s, work, args.out)
+        return
+    run(work, s, args.out, args.scale, args.part, args.base_model)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
 
 

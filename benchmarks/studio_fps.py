@@ -31,7 +31,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="checkpoint (default: resources/default_model.pt, else a tiny one)")
     p.add_argument("--capture", help="capture folder (default: resources/demo_capture, else a synthetic one)")
-    p.add_argument("--tiny", action="store_true", help="use a freshly built tiny model and capture")
+    p.add_argument("--tiny", action="store_true", help="use a freshly built untrained model and capture")
+    p.add_argument("--model-size", choices=("tiny", "default"), default="tiny",
+                   help="with --tiny or no shipped model: ModelConfig.tiny() or ModelConfig() sizes")
     p.add_argument("--source", choices=("capture", "mjpeg"), default="capture")
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration")
     p.add_argument("--warmup", type=float, default=3.0)
@@ -52,7 +54,7 @@ def inputs(args: argparse.Namespace, scratch: Path) -> tuple[str, str, list[str]
     if model is None or capture is None:
         from app.sample_data import make_sample_data
         data = make_sample_data(scratch / "data", identities=max(2, args.targets + 1), frames=60, image_size=96,
-                                textured=args.targets + 1)
+                                textured=args.targets + 1, model_size=args.model_size)
         model, capture = model or str(data.model), capture or str(data.capture)
     return model, capture, []
 
