@@ -61,7 +61,7 @@ class Scale:
 SCALES = {
     "tiny": Scale(3, 2, 1, 40, 32, 60, 40, 60, 32, (1, 2), batch=16),
     "small": Scale(8, 3, 2, 150, 64, 1500, 400, 300, 64, (2, 4)),
-    "gpu": Scale(16, 4, 2, 200, 64, 2000, 600, 400, 64, (2, 8), workers=2, jobs=5, data_size=96,
+    "gpu": Scale(16, 4, 2, 200, 64, 2000, 600, 400, 64, (2, 8), workers=3, jobs=4, data_size=96,
                  shape_hidden=64, aug_probability=0.6),
 }
 
