@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from vispy import scene
-from vispy.gloo import VertexBuffer
+from vispy.gloo import IndexBuffer, VertexBuffer
 from vispy.visuals.filters import ShadingFilter, TextureFilter, WireframeFilter
 from vispy.visuals.mesh import MeshVisual
 from vispy.visuals.shaders import Function
@@ -55,11 +55,23 @@ class _StreamingMeshVisual(MeshVisual):
         self._pass_color = Function("vec4 pass(vec4 color) { return color; }")
         self._color_buffer = VertexBuffer(np.zeros((0, 4), np.float32))
         self._lut_set = False
+        self._ibo: IndexBuffer | None = None
+        self.indexed = False  # draw V vertices through an index buffer instead of 3F corners
         self.freeze()
+
+    def set_index(self, faces: np.ndarray | None) -> None:
+        """The triangles as an index buffer (uploaded once per topology); None: un-indexed only."""
+        self._ibo = None if faces is None else IndexBuffer(np.ascontiguousarray(faces, np.uint32))
+
+    @property
+    def draws_indexed(self) -> bool:
+        return self.indexed and self._ibo is not None
 
     def _update_data(self) -> bool | None:
         md = self.mesh_data
-        v = md.get_vertices(indexed="faces")
+        indexed = self.draws_indexed
+        v = md.get_vertices() if indexed else md.get_vertices(indexed="faces")
+        self._index_buffer = self._ibo if indexed else None
         if v is None:
             return False
         self._vertices.set_data(np.asarray(v, np.float32), convert=True)
@@ -71,7 +83,7 @@ class _StreamingMeshVisual(MeshVisual):
             program["texture2D_LUT"] = self._cmap.texture_lut()
             self._lut_set = True
         if md.has_vertex_color():
-            colors = md.get_vertex_colors(indexed="faces").astype(np.float32)
+            colors = md.get_vertex_colors(indexed=None if indexed else "faces").astype(np.float32)
             self._color_buffer.set_data(colors.reshape(-1, 4), convert=True)
             program.vert["base_color"] = self._color_buffer
         else:
@@ -82,6 +94,20 @@ class _StreamingMeshVisual(MeshVisual):
 
 
 _StreamingMesh = scene.visuals.create_visual_node(_StreamingMeshVisual)
+
+
+class _TextureFilter(TextureFilter):
+    """vispy's TextureFilter, also for indexed drawing (one texcoord per vertex, not per corner)."""
+
+    def _update_texcoords_buffer(self, texcoords: np.ndarray) -> None:
+        visual = getattr(self, "_visual", None)
+        if not self._attached or visual is None:
+            return
+        if getattr(visual, "draws_indexed", False):
+            tc = texcoords[: len(visual.mesh_data.get_vertices())]
+        else:
+            tc = texcoords[visual.mesh_data.get_faces()]
+        self._texcoords_buffer.set_data(np.ascontiguousarray(tc, np.float32), convert=True)
 
 
 def _face_to_vertex(faces: np.ndarray, n_vertices: int):
@@ -129,14 +155,16 @@ class FaceMesh:
                 raise ValueError(f"uvs must be (V, 2) with V >= {n}, got {uvs.shape}")
         self._faces, self._n_vertices = faces, n  # vertices beyond the faces' range are allowed
         self._normal_op = _face_to_vertex(faces, n)
+        self.visual.set_index(faces)
+        self.visual.indexed = self._mode != "wireframe"
         self._vertices, self._colors = None, None
         self.visual.visible = False
         self.visual.set_data(vertices=np.zeros((n, 3), np.float32), faces=faces, color=SKIN_RGBA)
         self._texture_filter = None
         if uvs is not None:
             texcoords = np.column_stack([uvs[:, 0], 1.0 - uvs[:, 1]]).astype(np.float32)
-            self._texture_filter = TextureFilter(np.full((1, 1, 3), 255, np.uint8), texcoords,
-                                                 enabled=False)
+            self._texture_filter = _TextureFilter(np.full((1, 1, 3), 255, np.uint8), texcoords,
+                                                  enabled=False)
             self._has_texture = False
         self._attach_filters()
         self._refresh()
@@ -225,7 +253,10 @@ class FaceMesh:
             self._texture_filter.enabled = textured
         wire = self._mode == "wireframe"
         if wire != (self._wireframe in self._attached):
+            self.visual.indexed = not wire  # the wireframe needs per-corner barycentrics
             self._attach_filters()
+            if self._texture_filter is not None:
+                self._texture_filter._update_texcoords_buffer(self._texture_filter.texcoords)
         self._wireframe.enabled = wire
 
     def _refresh(self) -> None:
@@ -235,7 +266,9 @@ class FaceMesh:
         colors = self._colors if self._mode == "error" else None
         if colors is not None and len(colors) != len(self._vertices):
             colors = None  # stale colours from a different vertex count: show plain skin
-        self.visual.set_data(vertices=self._vertices, faces=self._faces, vertex_colors=colors,
+        n = self._n_vertices  # vertices beyond the faces' range are never drawn
+        self.visual.set_data(vertices=self._vertices[:n], faces=self._faces,
+                             vertex_colors=None if colors is None else colors[:n],
                              color=WHITE_RGBA if textured else SKIN_RGBA)
         self._prime_normals()
 
@@ -254,6 +287,8 @@ class FaceMesh:
         normals = np.asarray(self._normal_op @ face_normals, np.float32)
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         md._vertex_normals = normals
+        # what vispy's shading filter uploads: per vertex when drawing indexed, per corner otherwise
+        md._vertex_normals_indexed_by_faces = normals if self.visual.draws_indexed else normals[f]
 
     # -- lighting ---------------------------------------------------------------------------
     def set_light_dir(self, direction: np.ndarray) -> None:

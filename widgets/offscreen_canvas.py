@@ -58,16 +58,22 @@ def canvas_mode() -> str:
     if wanted == "native":
         return "native"
     if wanted == "offscreen" or sys.platform.startswith("linux"):
-        return "offscreen" if _egl_application() is not None else "native"
+        return "offscreen" if _egl_application() is not None and not _egl_failed else "native"
     return "native"
 
 
 def make_canvas(bgcolor: Any) -> tuple[scene.SceneCanvas, QWidget]:
     """A SceneCanvas and the QWidget that shows it (see the module docstring)."""
+    global _egl_failed
     if canvas_mode() == "offscreen":
-        canvas = scene.SceneCanvas(keys=None, bgcolor=bgcolor, show=False, app=_egl_application(), size=(64, 64))
-        release_context()
-        return canvas, OffscreenCanvasWidget(canvas)
+        try:
+            canvas = scene.SceneCanvas(keys=None, bgcolor=bgcolor, show=False, app=_egl_application(),
+                                       size=(64, 64))
+        except Exception as err:  # EGL loads but cannot make a context/surface: use a native canvas
+            _egl_failed = f"{type(err).__name__}: {err}"
+        else:
+            release_context()
+            return canvas, OffscreenCanvasWidget(canvas)
     canvas = scene.SceneCanvas(keys=None, bgcolor=bgcolor, show=False, app=VISUAL_APP)
     return canvas, canvas.native
 
