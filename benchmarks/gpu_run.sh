@@ -4,7 +4,7 @@
 # loader from .gl/). Two runs fit the 10-minute limit of one command:
 #   bash benchmarks/gpu_run.sh main            # Tables 1-2, Fig. 8; bundles the default model
 #   bash benchmarks/gpu_run.sh rest MODEL.pt   # Table 3, Fig. 9, correspondence from that model
-#   bash benchmarks/gpu_run.sh default         # the shipped default model alone, trained 4x longer
+#   bash benchmarks/gpu_run.sh default         # the shipped default model alone, trained 3x longer
 # Results land in $OUT (results.json, resources.tar); merge them with paper_tables.py --report-only.
 set -euo pipefail
 PART=${1:-main}
