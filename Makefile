@@ -37,7 +37,9 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/synth_speed.py
+	$(BIN)/python benchmarks/augment_speed.py
 	$(BIN)/python benchmarks/inference_speed.py
+	$(XVFB) $(BIN)/python benchmarks/studio_fps.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -103,24 +103,25 @@ def test_mia_bench_lists_and_rejects_unknown_names():
 def test_task_reports_result_failure_and_cancel(qtbot):
     from app.workers import Task
 
-    done = Task(lambda ctx: (ctx.progress(1, 2, "half"), 42)[1]).start_task()
+    # connect (waitSignal) before starting: a fast thread could emit before anyone listens
+    done = Task(lambda ctx: (ctx.progress(1, 2, "half"), 42)[1])
     with qtbot.waitSignal(done.finished_with, timeout=10_000) as blocker:
-        pass
+        done.start_task()
     assert blocker.args == [42]
 
-    failing = Task(lambda ctx: 1 / 0, "evaluate").start_task()
+    failing = Task(lambda ctx: 1 / 0, "evaluate")
     with qtbot.waitSignal(failing.failed, timeout=10_000) as blocker:
-        pass
+        failing.start_task()
     assert blocker.args[0].startswith("evaluate: ZeroDivisionError")
 
     def slow(ctx):
         for i in range(1000):
             ctx.progress(i, 1000)
             time.sleep(0.01)
-    cancelled = Task(slow).start_task()
-    cancelled.cancel()
+    cancelled = Task(slow)
     with qtbot.waitSignal(cancelled.cancelled, timeout=10_000):
-        pass
+        cancelled.start_task()
+        cancelled.cancel()
     for task in (done, failing, cancelled):
         task.wait(5000)
 
