@@ -5,7 +5,11 @@
 #   bash benchmarks/gpu_run.sh main            # Tables 1-2, Fig. 8; bundles the default model
 #   bash benchmarks/gpu_run.sh rest MODEL.pt   # Table 3, Fig. 9, correspondence from that model
 #   bash benchmarks/gpu_run.sh default         # the shipped default model alone, trained 3x longer
-# Results land in $OUT (results.json, resources.tar); merge them with paper_tables.py --report-only.
+# Results land in $OUT (results_<part>.json, resources.tar.part_*); merge the JSONs with
+# `paper_tables.py --report-only A.json B.json`. Prepare the two carried folders once (not committed):
+#   pip download --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 \
+#       --platform manylinux_2_28_x86_64 moderngl glcontext trimesh --no-deps -d .wheels
+#   (cd .gl && apt-get download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 set -euo pipefail
 PART=${1:-main}
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
