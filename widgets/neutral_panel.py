@@ -3,7 +3,7 @@
 MIA's shape network G only needs a neutral mesh S_N, but it must share the topology
 the model was trained on. The panel asks for a file (``load_requested(path)``) and
 shows what the session found: vertex count, units, size, and — on a mismatch — the
-explanation in red (e.g. "expected 8306 vertices (topology ict-narrow-iris), got 5023").
+explanation in red (e.g. "expected 7492 vertices (topology ict-narrow-iris), got 5023").
 """
 from __future__ import annotations
 
