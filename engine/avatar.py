@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from engine.checkpoint import atomic_torch_save
 from engine.errors import AvatarError
 from engine.facemodel import FaceModel, load_face_model
 from engine.render import MeshRenderer
@@ -274,14 +275,7 @@ def save_avatar(path: str | os.PathLike, model: AvatarAutoencoder, *, subject_id
     payload = {"format": FORMAT, "version": VERSION, "subject_id": subject_id, "config": model.cfg.to_dict(),
                "state_dict": state, "neutral": np.asarray(neutral, np.float32),
                "uv_mask": np.asarray(mask, bool), "topology": dict(topology), "provenance": provenance or {}}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def _as_tensor(x: np.ndarray | Tensor) -> Tensor:

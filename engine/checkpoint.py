@@ -99,6 +99,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, topology
         "topology": dict(topology), "provenance": provenance or {},
         "training": training, "extra": extra or {},
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: Any, path: Path) -> Path:
+    """torch.save to a temp file beside ``path``, then rename: a kill never leaves a torn file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(payload, tmp)

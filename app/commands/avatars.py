@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
+from app.commands.progress import tqdm_progress
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -23,16 +23,8 @@ def run(args) -> int:
     from engine.avatar_train import DEFAULT_STEPS, train_dataset_avatars
     cfg = AvatarConfig() if args.texture_size is None else AvatarConfig(texture_size=args.texture_size)
     steps = DEFAULT_STEPS if args.steps is None else args.steps
-    bar = tqdm(total=1, unit="step", desc="avatars")
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message)
-        bar.refresh()
-
-    avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed, jobs=args.jobs)
-    bar.close()
+    with tqdm_progress("avatars", "step") as progress:
+        avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed, jobs=args.jobs)
     for subject_id, path in avatars.items():
         print(f"{subject_id}: {path}")
     print(f"{len(avatars)} avatars ready in {args.dataset.resolve()}")

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
+from app.commands.progress import tqdm_progress
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -36,15 +36,7 @@ def run(args) -> int:
         cfg = SynthConfig(identities=args.identities, captures_per_identity=args.captures,
                           frames_per_capture=args.frames, image_size=args.size, seed=args.seed,
                           storage=args.storage, supersample=args.supersample)
-    bar = tqdm(total=1, unit="frame", desc="synth")
-
-    def progress(done: int, total: int, name: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(name)
-        bar.refresh()
-
-    captures = generate_dataset(args.out, cfg, progress=progress, jobs=args.jobs)
-    bar.close()
+    with tqdm_progress("synth", "frame") as progress:
+        captures = generate_dataset(args.out, cfg, progress=progress, jobs=args.jobs)
     print(f"wrote {len(captures)} captures of {cfg.frames_per_capture} frames to {args.out.resolve()}")
     return 0
