@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.errors import MeshError
-from engine.facemodel import FaceModel, load_face_model
+from engine.facemodel import KIT_PATH, FaceModel, load_face_model
 from engine.meshio import load_neutral, save_mesh
 
 SHARED_KIT = Path(__file__).resolve().parents[2] / "shared" / "facekit" / "ict_facekit.npz"
@@ -17,7 +17,7 @@ def model() -> FaceModel:
 
 
 def test_reproduces_kit_vertices(model):
-    kit = np.load(SHARED_KIT if SHARED_KIT.exists() else model_path())
+    kit = np.load(SHARED_KIT if SHARED_KIT.exists() else KIT_PATH)
     np.testing.assert_allclose(model.neutral, kit["neutral"] * 10.0, atol=1e-5)
     w = np.zeros(model.identity_dim, np.float32)
     w[3] = 1.5
@@ -27,11 +27,6 @@ def test_reproduces_kit_vertices(model):
     e[model.expression_index("jawOpen")] = 0.7
     expected = (kit["neutral"] + 0.7 * kit["expression_modes"][list(kit["expression_names"]).index("jawOpen")].astype(np.float32)) * 10
     np.testing.assert_allclose(model.expressed(model.neutral, e), expected, atol=1e-3)
-
-
-def model_path():
-    from engine.facemodel import KIT_PATH
-    return KIT_PATH
 
 
 def test_units_are_millimetres(model):

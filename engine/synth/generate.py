@@ -183,15 +183,16 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
     model = load_face_model()
     for i in sorted({s.identity for s in plan}):
         write_subject(root / "subjects" / f"id{i:03d}", model, make_identity(model, i, cfg.seed, cfg.identity))
-    out = []
-    total = sum(s.frames for s in plan)
-    done = 0
-    todo = [s for s in plan if not capture_is_complete(root / "captures" / s.name, s)]
+    out = [root / "captures" / spec.name for spec in plan]
+    total = sum(spec.frames for spec in plan)
+    todo = {spec.name for spec, path in zip(plan, out) if not capture_is_complete(path, spec)}
     if jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        done = sum(spec.frames for spec in plan if spec.name not in todo)
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_render_job, (root / "captures" / s.name, cfg.to_dict(), s)): s for s in todo}
+            futures = {pool.submit(_render_job, (path, cfg.to_dict(), spec)): spec
+                       for spec, path in zip(plan, out) if spec.name in todo}
             for fut in as_completed(futures):
                 fut.result()
                 done += futures[fut].frames
@@ -201,15 +202,14 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
                     for f in futures:
                         f.cancel()
                     raise KeyboardInterrupt("cancelled")
-        done = 0
-    for spec in plan:
-        path = root / "captures" / spec.name
-        if not capture_is_complete(path, spec):
+        return out
+    done = 0
+    for spec, path in zip(plan, out):
+        if spec.name in todo:
             render_capture(path, cfg, spec, model, overwrite=path.exists(), cancel=cancel,
                            progress=None if progress is None else
                            (lambda k, n, name, base=done: progress(base + k, total, name)))
         done += spec.frames
         if progress is not None:
             progress(done, total, spec.name)
-        out.append(path)
     return out
