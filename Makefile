@@ -41,5 +41,9 @@ bench: venv
 	$(BIN)/python benchmarks/inference_speed.py
 	$(XVFB) $(BIN)/python benchmarks/studio_fps.py
 
+# The shipped default model from nothing (~2 h on 2 CPU cores; rerun after a kill to resume).
+model: venv
+	$(BIN)/mia model
+
 clean:
 	rm -rf $(VENV) build *.egg-info

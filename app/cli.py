@@ -8,7 +8,7 @@ import sys
 
 from engine.errors import MiaError
 
-COMMANDS = ("synth", "avatars", "train", "adapt", "eval", "export", "bundle", "bench", "info")
+COMMANDS = ("synth", "avatars", "train", "adapt", "eval", "export", "bundle", "model", "bench", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

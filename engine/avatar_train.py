@@ -315,14 +315,22 @@ def _subject_job(args: tuple) -> tuple[str, str]:
 
 def train_dataset_avatars(dataset_root: str | os.PathLike, cfg: AvatarConfig | None = None,
                           steps: int = DEFAULT_STEPS, progress: Progress | None = None, cancel: Cancel | None = None,
-                          seed: int = 0, train: AvatarTrainConfig | None = None, jobs: int = 1) -> dict[str, Path]:
-    """Train (or resume) every subject's avatar and write codes for all their captures.
+                          seed: int = 0, train: AvatarTrainConfig | None = None, jobs: int = 1,
+                          subjects: list[str] | None = None) -> dict[str, Path]:
+    """Train (or resume) every subject's avatar (or those of `subjects`) and write codes for all
+    their captures.
 
     An identity is skipped when its avatar exists with the same config and all its captures have
     codes; an avatar that exists but lacks some codes only has them written. Subjects without
     captures are left out. Returns {subject id: avatar file}."""
     cfg = cfg or AvatarConfig()
-    plan = [(s, caps) for s, caps in subject_captures(dataset_root).items() if caps]
+    found = subject_captures(dataset_root)
+    if subjects is not None:
+        unknown = sorted(set(subjects) - {d.name for d in found})
+        if unknown:
+            raise AvatarError(f"{dataset_root}: no subjects named {unknown} (subjects/<id>/neutral.obj)")
+        found = {d: caps for d, caps in found.items() if d.name in set(subjects)}
+    plan = [(s, caps) for s, caps in found.items() if caps]
     total = steps * len(plan)
     out = {}
     if jobs > 1 and len(plan) > 1:  # identities are independent: one process each (own GL context)

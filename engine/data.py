@@ -194,13 +194,15 @@ class HMCDataset(Dataset):
     layout's subjects/<id>/neutral.obj. `topology` ({"name", "vertex_count", "hash"}, e.g. a
     checkpoint's) and `faces` are checked against every capture and neutral. `augment` (an
     engine.mia.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
-    it needs `faces` and belongs on the training split only.
+    it needs `faces` and belongs on the training split only. `jitter` (an
+    engine.mia.jitter.JitterConfig) then draws per-camera image shift, zoom and exposure.
     """
 
     def __init__(self, captures: Sequence[str | os.PathLike], image_size: int, *,
                  split: str = "all", val_fraction: float = 0.2,
                  neutrals: dict[str, np.ndarray] | None = None, topology: dict | None = None,
-                 faces: np.ndarray | None = None, augment: Any = None, seed: int = 0) -> None:
+                 faces: np.ndarray | None = None, augment: Any = None, jitter: Any = None,
+                 seed: int = 0) -> None:
         if not captures:
             raise CaptureError("HMCDataset: no capture folders given")
         self.image_size, self.seed, self.faces = image_size, seed, faces
@@ -218,6 +220,7 @@ class HMCDataset(Dataset):
         self._index = np.concatenate([np.stack([np.full(len(c.frame_index), k), np.arange(len(
             c.frame_index))], 1) for k, c in enumerate(self.captures)])
         self.augment = augment if augment is not None and getattr(augment, "enabled", True) else None
+        self.jitter = jitter if jitter is not None and getattr(jitter, "enabled", True) else None
         if self.augment is not None and faces is None:
             raise ConfigError("HMCDataset: 3D augmentation needs the topology's faces to re-render")
         self._augmenter: Any = None
@@ -303,6 +306,9 @@ class HMCDataset(Dataset):
         if self.augment is not None:
             vis = None if c.visibility is None else np.asarray(c.visibility[t], bool)
             images = self._augment(images, mesh, self.cameras(i), rng, vis)
+        if self.jitter is not None:
+            from engine.mia.jitter import jitter_images
+            images = jitter_images(images, rng, self.jitter)
         return {
             "images": torch.from_numpy(np.ascontiguousarray(images)),
             "mesh": torch.from_numpy(mesh),

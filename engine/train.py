@@ -43,6 +43,7 @@ from engine.data import HMCDataset, find_captures, neutral_path, probe_topology
 from engine.errors import CheckpointError, ConfigError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
+from engine.mia.jitter import jitter_config
 from engine.mia.losses import LAMBDA_S, LAMBDA_T, LossTerms, shape_loss, texture_loss
 from engine.mia.model import MIA
 
@@ -62,7 +63,8 @@ class TrainConfig:
 
     `lr_step` 0 means steps // 10: the paper's schedule (x0.8 every 25K of 250K iterations) scaled
     to the run length; it is resolved when training starts so a resumed run keeps it. `augment`
-    holds engine.mia.augment.AugmentConfig fields ({"enabled": False} turns 3D augmentation off).
+    holds engine.mia.augment.AugmentConfig fields ({"enabled": False} turns 3D augmentation off),
+    `jitter` engine.mia.jitter.JitterConfig fields (the per-camera 2-D image draws).
     `subjects` / `captures` filter the dataset; `val_fraction` holds out the tail of each capture.
     On resume the saved config wins except for RUNTIME_FIELDS, which the caller may change.
     """
@@ -75,6 +77,7 @@ class TrainConfig:
     lambda_s: float = LAMBDA_S
     lambda_t: float = LAMBDA_T
     augment: dict = field(default_factory=dict)
+    jitter: dict = field(default_factory=dict)
     val_fraction: float = 0.0
     subjects: list[str] | None = None
     captures: list[str] | None = None
@@ -465,7 +468,8 @@ class RunLog:
             if trainer.show_bar:
                 from tqdm import tqdm
                 self.bar = tqdm(total=trainer.cfg.steps, initial=trainer.step, unit="step",
-                                desc="train", dynamic_ncols=True)
+                                desc="train", dynamic_ncols=True,
+                                mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
     def add(self, terms: LossTerms) -> None:
         self.acc += torch.stack([terms.total, terms.shape, terms.texture])
@@ -577,7 +581,8 @@ class Trainer:
         augment = augment_config(cfg.augment)
         return HMCDataset(paths, cfg.model.image_size, split="train" if cfg.val_fraction else "all",
                           val_fraction=cfg.val_fraction, neutrals=neutrals, topology=topology,
-                          faces=faces, augment=augment, seed=cfg.seed)
+                          faces=faces, augment=augment, jitter=jitter_config(cfg.jitter),
+                          seed=cfg.seed)
 
     def _ps_captures(self, paths: list[Path]) -> list[Path]:
         from engine.capture import read_meta

@@ -15,6 +15,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--texture-size", type=int, help="avatar texture size in texels, a power of two (default 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="identities trained in parallel processes")
+    p.add_argument("--subjects", help="comma-separated subject ids (default: every subject with captures)")
     return p
 
 
@@ -24,7 +25,8 @@ def run(args) -> int:
     cfg = AvatarConfig() if args.texture_size is None else AvatarConfig(texture_size=args.texture_size)
     steps = DEFAULT_STEPS if args.steps is None else args.steps
     with tqdm_progress("avatars", "step") as progress:
-        avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed, jobs=args.jobs)
+        avatars = train_dataset_avatars(args.dataset, cfg, steps, progress=progress, seed=args.seed, jobs=args.jobs,
+                                        subjects=None if not args.subjects else args.subjects.split(","))
     for subject_id, path in avatars.items():
         print(f"{subject_id}: {path}")
     print(f"{len(avatars)} avatars ready in {args.dataset.resolve()}")

@@ -42,6 +42,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("mia", "ps"), help="mia, or ps: the person-specific baseline")
     p.add_argument("--subject", help="the subject of a --kind ps run")
     p.add_argument("--no-augment", action="store_true", help="turn off the 3D augmentation layer")
+    p.add_argument("--no-jitter", action="store_true", help="turn off the 2-D per-camera image jitter")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
@@ -85,6 +86,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821 (engine imported lazi
         data["compile"] = True
     if args.no_augment:
         data["augment"] = {**data.get("augment", {}), "enabled": False}
+    if args.no_jitter:
+        data["jitter"] = {**data.get("jitter", {}), "enabled": False}
     data["out_dir"] = str(args.out)
     try:
         data["model"] = ModelConfig.from_dict(model)

@@ -182,7 +182,9 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
         os.replace(tmp, mpath)
     model = load_face_model()
     for i in sorted({s.identity for s in plan}):
-        write_subject(root / "subjects" / f"id{i:03d}", model, make_identity(model, i, cfg.seed, cfg.identity))
+        folder = root / "subjects" / f"id{i:03d}"
+        if not (folder / "subject.json").is_file():  # written last, atomically: the folder is whole
+            write_subject(folder, model, make_identity(model, i, cfg.seed, cfg.identity))
     out = [root / "captures" / spec.name for spec in plan]
     total = sum(spec.frames for spec in plan)
     todo = {spec.name for spec, path in zip(plan, out) if not capture_is_complete(path, spec)}

@@ -1,0 +1,68 @@
+"""`mia model` (`make model`): build the shipped default model from nothing, resumably.
+
+Stages: render the synthetic worlds, train the avatar decoders of a few identities, train MIA,
+evaluate it on held-out identities and new captures, and bundle it with a demo capture and
+subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
+the training checkpoint are kept and the run continues from them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from app.commands.progress import tqdm_progress
+
+DEMO_FRAMES = 90
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("model", help="generate data, train avatars and MIA, evaluate, and bundle the default model")
+    p.add_argument("--root", type=Path, help="working folder for data and the run (default data/model)")
+    p.add_argument("--out", type=Path, default=Path("resources"), help="where the shipped defaults go")
+    p.add_argument("--identities", type=int, help="training identities (default 400)")
+    p.add_argument("--frames", type=int, help="frames per training capture (default 32)")
+    p.add_argument("--steps", type=int, help="MIA training steps (default 14000)")
+    p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
+    p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
+    return p
+
+
+def recipe_from_args(args):
+    from engine.recipe import RecipeConfig
+    given = {"root": None if args.root is None else str(args.root), "identities": args.identities,
+             "frames": args.frames, "steps": args.steps, "jobs": args.jobs}
+    return RecipeConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def bundle(cfg, checkpoint: Path, out: Path) -> None:
+    """The checkpoint (fp16), the first demo capture of newcaps/ and the avatar subjects, plus
+    one held-out identity driven shape-only."""
+    from app.commands import bundle as bundle_command
+    demo = sorted(p.name for p in (cfg.paths["newcaps"] / "captures").iterdir())[1]
+    args = argparse.Namespace(checkpoint=checkpoint, dataset=cfg.paths["newcaps"], capture=demo,
+                              frames=DEMO_FRAMES, subjects=",".join(cfg.avatar_ids[:3]), out=out)
+    bundle_command.run(args)
+
+
+def run(args) -> int:
+    from engine.recipe import evaluate_model, make_avatars, make_data, train_model
+    cfg = recipe_from_args(args)
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {message}", flush=True)
+
+    with tqdm_progress("synth", "frame") as progress:
+        make_data(cfg, log, progress)
+    with tqdm_progress("avatars", "step") as progress:
+        make_avatars(cfg, log, progress)
+    checkpoint = train_model(cfg, log)
+    summary = evaluate_model(checkpoint, cfg, cfg.paths["run"] / "eval", log)
+    (cfg.paths["run"] / "eval" / "summary.json").write_text(json.dumps(summary, indent=1))
+    if not args.no_bundle:
+        bundle(cfg, checkpoint, args.out)
+        log(f"bundled the default model into {args.out}")
+    log("done")
+    return 0

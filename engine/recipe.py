@@ -1,0 +1,141 @@
+"""The shipped-model recipe: data, avatars, MIA training and held-out evaluation, resumable.
+
+`mia model` (and `make model`) runs these stages in order; each one skips what is already done
+(whole captures, finished avatars, the training run's last checkpoint), so a killed run continues
+where it stopped. Sizes are chosen for the 2-core CPU machine the project is built on (about two
+hours in all, see docs/results.md); a GPU, when there is one, only makes the training stage
+faster.
+
+Worlds and seeds (none of the evaluation seeds is used by any training world):
+    train/      `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
+    heldout/    `test_world()`: new identities in new headsets and sessions (seed TEST_SEED)
+    newcaps/    new captures (new headset unit, session, appearance, environment) of trained
+                identities that have avatars: the paper's Table 2 setting and the demo capture
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.synth.config import AppearanceConfig
+from engine.synth.generate import CaptureSpec, generate_dataset
+from engine.synth.recipes import TEST_SEED, test_world, training_world
+
+Log = Callable[[str], None]
+NEW_CAPTURE_INDEX = 2  # training captures are _c00 and _c01
+
+
+@dataclass
+class RecipeConfig:
+    """Sizes of every stage; the defaults are the shipped model's."""
+
+    root: str = "data/model"
+    identities: int = 400
+    frames: int = 32
+    size: int = 64
+    avatar_subjects: int = 6
+    avatar_steps: int = 600
+    heldout_identities: int = 6
+    heldout_frames: int = 90
+    steps: int = 14000
+    batch_size: int = 32
+    jobs: int = 2
+    train: dict = field(default_factory=lambda: {
+        "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50})
+
+    @property
+    def avatar_ids(self) -> list[str]:
+        return [f"id{i:03d}" for i in range(self.avatar_subjects)]
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        root = Path(self.root)
+        return {k: root / k for k in ("train", "heldout", "newcaps", "run")}
+
+
+def new_capture_plan(cfg: RecipeConfig) -> list[CaptureSpec]:
+    """One new capture of each avatar identity: a headset unit, session, appearance and
+    environment that no training capture has (seeded from TEST_SEED)."""
+    rng = np.random.default_rng([TEST_SEED, 23])
+    plan = []
+    for i in range(cfg.avatar_subjects):
+        look = AppearanceConfig(beard=float(rng.uniform(0.0, 1.0)), makeup=float(rng.uniform(0.3, 1.0)),
+                                skin_gain=float(rng.uniform(0.9, 1.1)))
+        plan.append(CaptureSpec(i, NEW_CAPTURE_INDEX, f"hs{900 + i}", look,
+                                *(int(s) for s in rng.integers(0, 2**31, 3)), frames=cfg.heldout_frames))
+    return plan
+
+
+def make_data(cfg: RecipeConfig, log: Log, progress=None) -> None:
+    """Render (or finish rendering) the three worlds."""
+    train_world = training_world(cfg.identities, cfg.frames, cfg.size)
+    heldout = test_world(cfg.heldout_identities, cfg.heldout_frames, cfg.size)
+    p = cfg.paths
+    log(f"data: {cfg.identities} identities x 2 captures x {cfg.frames} frames at {cfg.size} px -> {p['train']}")
+    generate_dataset(p["train"], train_world, progress=progress, jobs=cfg.jobs)
+    log(f"data: {cfg.heldout_identities} held-out identities x 2 captures -> {p['heldout']}")
+    generate_dataset(p["heldout"], heldout, progress=progress, jobs=cfg.jobs)
+    log(f"data: new captures of trained identities {cfg.avatar_ids} -> {p['newcaps']}")
+    newcaps = dataclasses.replace(train_world, frames_per_capture=cfg.heldout_frames)
+    generate_dataset(p["newcaps"], newcaps, progress=progress, plan=new_capture_plan(cfg), jobs=cfg.jobs)
+
+
+def make_avatars(cfg: RecipeConfig, log: Log, progress=None) -> None:
+    """Avatar decoders D_i for the first `avatar_subjects` training identities (the others train
+    B and G only, as the paper's untrained subjects do), and their codes for the new captures."""
+    import shutil
+
+    from engine.avatar_train import train_dataset_avatars
+    p = cfg.paths
+    log(f"avatars: {cfg.avatar_ids} ({cfg.avatar_steps} steps each)")
+    train_dataset_avatars(p["train"], steps=cfg.avatar_steps, progress=progress, jobs=cfg.jobs,
+                          subjects=cfg.avatar_ids)
+    for sid in cfg.avatar_ids:  # the same person in newcaps/: reuse the decoder, encode the codes
+        src, dst = p["train"] / "subjects" / sid / "avatar", p["newcaps"] / "subjects" / sid / "avatar"
+        if not dst.exists():
+            tmp = dst.with_name(".avatar.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            tmp.rename(dst)
+    train_dataset_avatars(p["newcaps"], steps=cfg.avatar_steps, jobs=1, subjects=cfg.avatar_ids)
+
+
+def train_config(cfg: RecipeConfig):
+    """The TrainConfig of the shipped model (defaults of ModelConfig at the recipe's image size)."""
+    from engine.mia.config import ModelConfig
+    from engine.train import TrainConfig
+    options = {**cfg.train, "steps": cfg.steps, "batch_size": cfg.batch_size,
+               "out_dir": str(cfg.paths["run"]), "model": ModelConfig(image_size=cfg.size)}
+    return TrainConfig.from_dict(options)
+
+
+def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
+    """Train MIA on the training world, continuing the run folder's checkpoint if there is one."""
+    from engine.train import train
+    run = cfg.paths["run"]
+    resume = (run / "last.pt").is_file()
+    log(f"train: {cfg.steps} steps of batch {cfg.batch_size} -> {run}" + (" (resuming)" if resume else ""))
+    return train(train_config(cfg), cfg.paths["train"], run, progress, cancel, resume=resume,
+                 show_bar=show_bar)
+
+
+def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
+    """Held-out errors of `checkpoint`: untrained identities (heldout/) and new captures of
+    trained identities (newcaps/), each with its neutral-mesh baseline; writes reports under out/."""
+    from engine.evaluate import evaluate_dataset, summarise, write_report
+    from engine.inference import InferenceEngine
+    engine = InferenceEngine(checkpoint, threads=cfg.jobs)
+    summary = {}
+    for name in ("heldout", "newcaps"):
+        results = evaluate_dataset(engine, cfg.paths[name])
+        write_report(results, out / name, title=f"{checkpoint.name} on {name}", info=engine.info())
+        s = summarise(results)
+        summary[name] = {kind: {r: v[0] for r, v in regions.items()} for kind, regions in s.items()}
+        shape, base = summary[name]["shape"], summary[name]["baseline"]
+        log(f"eval {name}: " + ", ".join(f"{r} {shape[r]:.2f} mm (neutral {base[r]:.2f}, "
+                                          f"ratio {shape[r] / base[r]:.2f})" for r in shape))
+    return summary
