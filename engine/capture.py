@@ -53,6 +53,8 @@ ARRAYS = {
     "timestamps": _ArraySpec("timestamp", (), np.float64),
     "visibility": _ArraySpec("visibility", (3, "V"), np.uint8, mmap=True),
     "head_pose": _ArraySpec("head_pose", (4, 4), np.float32),
+    "blendshapes": _ArraySpec("blendshapes", (None,), np.float32),
+    "gaze": _ArraySpec("gaze", (2, 2), np.float32),
 }
 
 # --------------------------------------------------------------------------- JSON field checks
@@ -523,8 +525,21 @@ class Capture:
 
     @cached_property
     def meshes(self) -> np.ndarray | None:
-        """(T, V, 3) float32 ground-truth meshes in mm, memory-mapped."""
-        return self._load("meshes")
+        """(T, V, 3) float32 ground-truth meshes in mm: meshes.npy memory-mapped or, for a compact
+        synthetic capture, recomputed on access from its coefficients (engine.synth.ground_truth)."""
+        stored = self._load("meshes")
+        if stored is not None:
+            return stored
+        weights = self.meta.provenance.get("identity_weights")
+        blendshapes, gaze = self._load("blendshapes"), self._load("gaze")
+        if weights is None or blendshapes is None or gaze is None:
+            return None
+        from engine.synth.ground_truth import CompactMeshes
+        try:
+            return CompactMeshes(np.asarray(weights, np.float32), blendshapes, gaze)
+        except (ValueError, IndexError) as err:
+            raise CaptureError(f"{self.path}: compact ground truth (capture.json provenance "
+                               f"'identity_weights', blendshapes.npy, gaze.npy) is inconsistent: {err}")
 
     @cached_property
     def codes(self) -> np.ndarray | None:
@@ -647,7 +662,8 @@ class CaptureWriter:
     def append(self, frames: Sequence[np.ndarray], *, mesh: np.ndarray | None = None,
                code: np.ndarray | None = None, expression: np.ndarray | None = None,
                timestamp: float | None = None, visibility: np.ndarray | None = None,
-               head_pose: np.ndarray | None = None) -> None:
+               head_pose: np.ndarray | None = None, blendshapes: np.ndarray | None = None,
+               gaze: np.ndarray | None = None) -> None:
         """Adds one frame: 3 uint8 HxW images (left eye, right eye, mouth) and its ground truth.
 
         An array given for the first frame must be given for every frame, and only those.
@@ -659,7 +675,8 @@ class CaptureWriter:
             raise CaptureError(f"{self.path}: frame {i} appended but meta frame_count is {T}")
         images = self._check_images(frames, i)
         given = {name: v for name, v in zip(ARRAYS, (mesh, code, expression, timestamp,
-                                                     visibility, head_pose)) if v is not None}
+                                                     visibility, head_pose, blendshapes, gaze))
+                 if v is not None}
         if i > 0 and set(given) != set(self._arrays):
             raise CaptureError(f"{self.path}: frame {i} gives arrays {sorted(given)} but frame 0 "
                                f"gave {sorted(self._arrays)}; give the same ones for every frame")

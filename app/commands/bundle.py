@@ -29,7 +29,8 @@ def trim_capture(src: Path, dst: Path, frames: int) -> Path:
         n = min(frames, len(cap))
         meta = CaptureMeta.from_dict({**cap.meta.to_dict(), "frame_count": n})
         arrays = {}
-        for name in ("meshes", "codes", "expressions", "timestamps", "visibility", "head_pose"):
+        for name in ("meshes", "codes", "expressions", "timestamps", "visibility", "head_pose",
+                     "blendshapes", "gaze"):
             a = getattr(cap, name)
             if a is not None:
                 arrays[name] = a[:n]

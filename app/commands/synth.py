@@ -18,6 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", choices=("ffv1", "png"), default="ffv1")
     p.add_argument("--supersample", type=int, default=1, help="render at k x size for anti-aliasing")
+    p.add_argument("--compact", action="store_true",
+                   help="store ground truth as coefficients (~250 B a frame) instead of meshes.npy (~90 KB)")
     p.add_argument("--jobs", type=int, default=1, help="captures rendered in parallel processes")
     p.add_argument("--config", type=Path, help="JSON file with a full SynthConfig (overrides the options above)")
     return p
@@ -35,7 +37,8 @@ def run(args) -> int:
     else:
         cfg = SynthConfig(identities=args.identities, captures_per_identity=args.captures,
                           frames_per_capture=args.frames, image_size=args.size, seed=args.seed,
-                          storage=args.storage, supersample=args.supersample)
+                          storage=args.storage, supersample=args.supersample,
+                          store_meshes=not args.compact)
     with tqdm_progress("synth", "frame") as progress:
         captures = generate_dataset(args.out, cfg, progress=progress, jobs=args.jobs)
     print(f"wrote {len(captures)} captures of {cfg.frames_per_capture} frames to {args.out.resolve()}")

@@ -110,6 +110,7 @@ class SynthConfig:
     captures_per_identity: int = 2
     storage: str = "ffv1"
     supersample: int = 1             # render at k x size and average (anti-aliasing)
+    store_meshes: bool = True        # False: only compact ground truth (engine.synth.ground_truth)
     seed: int = 0
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     headset: HeadsetConfig = field(default_factory=HeadsetConfig)

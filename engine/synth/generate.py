@@ -25,6 +25,7 @@ from engine.errors import CaptureError, ConfigError
 from engine.facemodel import FaceModel, load_face_model
 from engine.meshio import save_mesh
 from engine.synth.config import AppearanceConfig, SynthConfig
+from engine.synth.ground_truth import IDENTITY_FIELD
 from engine.synth.headset import CAMERA_NAMES, Headset, make_headset, make_slop, session_poses
 from engine.synth.identity import Identity, albedo_texture, make_identity
 from engine.synth.performance import make_performance
@@ -116,15 +117,18 @@ def render_capture(out: Path, cfg: SynthConfig, spec: CaptureSpec, model: FaceMo
         cameras=[calib(c, n) for c, n in zip(headset.cameras_at(cfg.image_size), CAMERA_NAMES)],
         storage=cfg.storage,
         provenance={"generator": GENERATOR, "seed": cfg.seed, "spec": spec.to_dict(),
-                    "synth_config": cfg.to_dict(), "expression_names": model.expression_names},
+                    "synth_config": cfg.to_dict(), "expression_names": model.expression_names,
+                    IDENTITY_FIELD: ident.shape_weights.tolist()},
         topology=TopologyRef(**model.topology.describe()))
     with CaptureWriter(out, meta, overwrite=overwrite) as writer:
         for t in range(spec.frames):
             if cancel is not None and cancel():
                 raise KeyboardInterrupt("cancelled")
             r = world.render(perf.intents[t], perf.gaze[t], poses[t], noise)
-            writer.append(tuple(r.images), mesh=r.mesh, expression=perf.intents[t], timestamp=t / cfg.fps,
-                          visibility=r.visibility.astype(np.uint8), head_pose=poses[t])
+            writer.append(tuple(r.images), mesh=r.mesh if cfg.store_meshes else None,
+                          expression=perf.intents[t], timestamp=t / cfg.fps,
+                          visibility=r.visibility.astype(np.uint8), head_pose=poses[t],
+                          blendshapes=ident.styled(perf.intents[t]), gaze=perf.gaze[t])
             if progress is not None:
                 progress(t + 1, spec.frames, spec.name)
     world.renderer.release()
