@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import atomic_torch_save
+from engine.checkpoint import atomic_torch_save, check_finite, safe_torch_load
 from engine.errors import AvatarError
 from engine.facemodel import FaceModel, load_face_model
 from engine.render import MeshRenderer
@@ -359,10 +359,7 @@ def load_avatar(folder_or_file: str | os.PathLike) -> AvatarDecoder:
     if path is None:
         raise AvatarError(f"{p}: no avatar found (expected {AVATAR_DIR}/{AVATAR_FILE} in a subject folder; "
                           "`mia avatars DATASET` trains them)")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch.load raises many types for a damaged file
-        raise AvatarError(f"{path}: not a readable avatar file ({type(err).__name__}: {err})") from err
+    d = safe_torch_load(path, AvatarError, "avatar file")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise AvatarError(f"{path}: not an avatar file (field 'format' should be {FORMAT!r})")
     if d.get("version") != VERSION:
@@ -379,6 +376,9 @@ def load_avatar(folder_or_file: str | os.PathLike) -> AvatarDecoder:
     if neutral.ndim != 2 or neutral.shape[1] != 3 or mask.shape != (cfg.texture_size,) * 2:
         raise AvatarError(f"{path}: 'neutral' {neutral.shape} or 'uv_mask' {mask.shape} do not fit the config "
                           f"(expected (V, 3) and ({cfg.texture_size}, {cfg.texture_size}))")
+    if not isinstance(d["state_dict"], dict) or not all(isinstance(v, Tensor) for v in d["state_dict"].values()):
+        raise AvatarError(f"{path}: field 'state_dict' must map parameter names to tensors")
+    check_finite(path, AvatarError, {"neutral": neutral, **{f"state_dict.{k}": v for k, v in d["state_dict"].items()}})
     model = AvatarAutoencoder(cfg, neutral.shape[0])
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state_dict"].items()})

@@ -13,7 +13,14 @@ Contents (a dict saved with torch.save):
     provenance              who/what/when (command line, dataset, git commit, seconds trained)
     training                optional resume state: step, optimizer, scheduler, rng states
 
-Writes are atomic (temp file + rename) so a kill mid-save never corrupts the last good checkpoint.
+Writes are atomic (temp file + rename) so a kill mid-save never corrupts the last good checkpoint;
+a temp file orphaned by a kill (``.NAME.tmpPID``) is removed by the next save beside it.
+
+Loading never runs code from the file: model files are what people download and pass around, so
+they are read with ``torch.load(weights_only=True)``, which unpickles only tensors and plain
+containers and numbers. Everything is saved in that vocabulary (numpy arrays become tensors on the
+way in and come back as arrays), and a file that needs anything else is refused with a message.
+Weights and meshes are checked to be finite where they are loaded.
 """
 from __future__ import annotations
 
@@ -102,9 +109,60 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, topology
     return atomic_torch_save(payload, path)
 
 
+def to_plain(obj: Any) -> Any:
+    """`obj` with numpy arrays and scalars turned into tensors and numbers (containers kept), so a
+    weights-only load can read it back; other non-plain objects are an error at save time."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "u" and obj.dtype != np.uint8:
+            obj = obj.astype(np.int64)
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v) for v in obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.Size)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a model file (only tensors, arrays, numbers, "
+                    "strings and containers of them load without running code)")
+
+
+def remove_orphans(path: Path) -> None:
+    """Delete temp files of earlier saves of ``path`` whose writing process is gone (killed mid-save)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
+
+
+def safe_torch_load(path: Path, error: type[Exception], what: str) -> Any:
+    """torch.load that unpickles only tensors and plain data; anything else is `error`, naming why."""
+    import pickle
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(f"{path}: refused to load this {what}: it holds Python objects other than tensors "
+                    f"and plain data, and loading them could run code from the file ({str(err)[:160]})") from None
+    except Exception as err:  # torch.load raises many types for a damaged file
+        raise error(f"{path}: not a readable {what} ({type(err).__name__}: {err})") from err
+
+
+def check_finite(path: Path, error: type[Exception], fields: dict[str, Any]) -> None:
+    """`error` naming the first field whose tensor/array holds NaN or Inf."""
+    for name, value in fields.items():
+        t = torch.as_tensor(value) if not isinstance(value, torch.Tensor) else value
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise error(f"{path}: field {name!r} contains NaN or infinite values")
+
+
 def atomic_torch_save(payload: Any, path: Path) -> Path:
     """torch.save to a temp file beside ``path``, then rename: a kill never leaves a torn file."""
+    remove_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    payload = to_plain(payload)
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -119,10 +177,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        d: Any = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    d: Any = safe_torch_load(path, CheckpointError, "checkpoint")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a MIA checkpoint (field 'format' should be {FORMAT!r})")
     if d.get("version") != VERSION:
@@ -134,14 +189,42 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if key not in d["topology"]:
             raise CheckpointError(f"{path}: missing field 'topology.{key}'")
     try:
-        cfg = ModelConfig.from_dict(d["model_config"])
+        cfg = ModelConfig.from_dict(dict(d["model_config"]))
+        template_v = int(d["topology"]["vertex_count"])
+        if cfg.vertex_count and cfg.vertex_count != template_v:
+            raise ValueError(f"vertex_count {cfg.vertex_count} differs from 'topology.vertex_count' "
+                             f"{template_v}")
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid field 'model_config' ({err})") from err
+    if not isinstance(d["state_dict"], dict) or not all(
+            isinstance(v, torch.Tensor) for v in d["state_dict"].values()):
+        raise CheckpointError(f"{path}: field 'state_dict' must map parameter names to tensors")
     state = {k: v.float() if torch.is_floating_point(v) else v for k, v in d["state_dict"].items()}
+    check_finite(path, CheckpointError, {f"state_dict.{k}": v for k, v in state.items()})
     template = np.asarray(d["template"], np.float32)
     if template.shape != (int(d["topology"]["vertex_count"]), 3):
         raise CheckpointError(f"{path}: field 'template' has shape {template.shape}, expected "
                               f"({d['topology']['vertex_count']}, 3) from 'topology.vertex_count'")
+    identities = _meshes(path, d["identities"], "identities", template.shape)
+    subjects = _meshes(path, d.get("subjects", d["identities"]), "subjects", template.shape)
+    check_finite(path, CheckpointError, {"template": template})
     return Checkpoint(path, d.get("kind", "mia"), cfg, d.get("train_config", {}), state, template,
-                      d["identities"], d.get("subjects", d["identities"]), d["topology"], d.get("provenance", {}),
+                      identities, subjects, d["topology"], d.get("provenance", {}),
                       d.get("training"), d.get("extra", {}))
+
+
+def _meshes(path: Path, table: Any, field: str, shape: tuple) -> dict[str, dict]:
+    """An identity/subject table with its neutral meshes as checked float32 arrays."""
+    if not isinstance(table, dict):
+        raise CheckpointError(f"{path}: field {field!r} must map subject names to {{'neutral': mesh}}")
+    out = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict) or "neutral" not in entry:
+            raise CheckpointError(f"{path}: field '{field}.{name}' must hold a 'neutral' mesh")
+        neutral = np.asarray(entry["neutral"], np.float32)
+        if neutral.shape != shape:
+            raise CheckpointError(f"{path}: field '{field}.{name}.neutral' has shape {neutral.shape}, "
+                                  f"expected {shape}")
+        check_finite(path, CheckpointError, {f"{field}.{name}.neutral": neutral})
+        out[name] = {**entry, "neutral": neutral}
+    return out

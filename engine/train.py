@@ -396,9 +396,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Inverse of rng_state(), also after a weights-only load turned numpy arrays into tensors
+    and tuples into lists."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
