@@ -9,8 +9,9 @@ faster.
 Worlds and seeds (none of the evaluation seeds is used by any training world):
     train/      `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
     heldout/    `test_world()`: new identities in new headsets and sessions (seed TEST_SEED)
-    newcaps/    new captures (new headset unit, session, appearance, environment) of trained
-                identities that have avatars: the paper's Table 2 setting and the demo capture
+    newcaps/    new captures of trained identities that have avatars: a new session in a known
+                headset, and a new headset unit + appearance + environment (the paper's Table 2
+                setting); the demo capture is one of them
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from typing import Callable
 import numpy as np
 
 from engine.synth.config import AppearanceConfig
-from engine.synth.generate import CaptureSpec, generate_dataset
+from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset
 from engine.synth.recipes import TEST_SEED, test_world, training_world
 
 Log = Callable[[str], None]
-NEW_CAPTURE_INDEX = 2  # training captures are _c00 and _c01
+NEW_SESSION, NEW_HEADSET = 2, 3  # capture indices of newcaps/ (training captures are _c00, _c01)
 
 
 @dataclass
@@ -45,7 +46,8 @@ class RecipeConfig:
     batch_size: int = 32
     jobs: int = 2
     train: dict = field(default_factory=lambda: {
-        "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50})
+        "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
+        "num_workers": 1})
 
     @property
     def avatar_ids(self) -> list[str]:
@@ -58,15 +60,21 @@ class RecipeConfig:
 
 
 def new_capture_plan(cfg: RecipeConfig) -> list[CaptureSpec]:
-    """One new capture of each avatar identity: a headset unit, session, appearance and
-    environment that no training capture has (seeded from TEST_SEED)."""
+    """Two new captures of each avatar identity (seeded from TEST_SEED, never used in training):
+    _c02 a new session in the headset of its first training capture (the paper's Table 2 test 1),
+    _c03 a new headset unit, appearance and environment (test 4, the hardest)."""
+    first = {s.identity: s for s in capture_plan(training_world(cfg.identities, cfg.frames, cfg.size))
+             if s.index == 0}
     rng = np.random.default_rng([TEST_SEED, 23])
     plan = []
     for i in range(cfg.avatar_subjects):
+        seeds = [int(s) for s in rng.integers(0, 2**31, 6)]
+        plan.append(CaptureSpec(i, NEW_SESSION, first[i].headset, first[i].appearance,
+                                first[i].environment_seed, seeds[0], seeds[1], frames=cfg.heldout_frames))
         look = AppearanceConfig(beard=float(rng.uniform(0.0, 1.0)), makeup=float(rng.uniform(0.3, 1.0)),
                                 skin_gain=float(rng.uniform(0.9, 1.1)))
-        plan.append(CaptureSpec(i, NEW_CAPTURE_INDEX, f"hs{900 + i}", look,
-                                *(int(s) for s in rng.integers(0, 2**31, 3)), frames=cfg.heldout_frames))
+        plan.append(CaptureSpec(i, NEW_HEADSET, f"hs{900 + i}", look, *seeds[2:5],
+                                frames=cfg.heldout_frames))
     return plan
 
 

@@ -37,10 +37,11 @@ def recipe_from_args(args):
 
 
 def bundle(cfg, checkpoint: Path, out: Path) -> None:
-    """The checkpoint (fp16), the first demo capture of newcaps/ and the avatar subjects, plus
-    one held-out identity driven shape-only."""
+    """The checkpoint (fp16), a new-session capture of a trained identity as the demo, and the
+    first three avatar subjects."""
     from app.commands import bundle as bundle_command
-    demo = sorted(p.name for p in (cfg.paths["newcaps"] / "captures").iterdir())[1]
+    from engine.recipe import NEW_SESSION
+    demo = f"{cfg.avatar_ids[1]}_c{NEW_SESSION:02d}"
     args = argparse.Namespace(checkpoint=checkpoint, dataset=cfg.paths["newcaps"], capture=demo,
                               frames=DEMO_FRAMES, subjects=",".join(cfg.avatar_ids[:3]), out=out)
     bundle_command.run(args)

@@ -38,7 +38,7 @@ class ModelConfig:
     """
 
     image_size: int = 64
-    backbone_width: int = 16
+    backbone_width: int = 32
     blocks: int = 2
     convs_per_block: int = 4
     embed_dim: int = 64
