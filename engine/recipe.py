@@ -42,12 +42,12 @@ class RecipeConfig:
     avatar_steps: int = 600
     heldout_identities: int = 6
     heldout_frames: int = 90
-    steps: int = 14000
+    steps: int = 8000
     batch_size: int = 32
     jobs: int = 2
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
-        "num_workers": 1})
+        "num_workers": 0})
 
     @property
     def avatar_ids(self) -> list[str]:

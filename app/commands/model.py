@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("resources"), help="where the shipped defaults go")
     p.add_argument("--identities", type=int, help="training identities (default 400)")
     p.add_argument("--frames", type=int, help="frames per training capture (default 32)")
-    p.add_argument("--steps", type=int, help="MIA training steps (default 14000)")
+    p.add_argument("--steps", type=int, help="MIA training steps (default 8000)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p

@@ -177,7 +177,12 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
     mpath = root / "dataset.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        if old.get("config") != json.loads(json.dumps(manifest["config"])):
+        try:  # through from_dict, so fields added since (at their defaults) still match
+            same = json.loads(json.dumps(SynthConfig.from_dict(old.get("config", {})).to_dict())) == \
+                json.loads(json.dumps(manifest["config"]))
+        except (TypeError, ValueError):
+            same = False
+        if not same:
             raise ConfigError(f"{mpath}: this folder holds a dataset made with another configuration; "
                               "use a new folder or the same options to resume")
     else:
