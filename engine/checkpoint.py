@@ -144,8 +144,11 @@ def safe_torch_load(path: Path, error: type[Exception], what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        reason = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), None)
+        if reason is None:  # garbage, not a crafted object: an ordinary unreadable file
+            raise error(f"{path}: not a readable {what} (not a PyTorch file, or damaged)") from None
         raise error(f"{path}: refused to load this {what}: it holds Python objects other than tensors "
-                    f"and plain data, and loading them could run code from the file ({str(err)[:160]})") from None
+                    f"and plain data, and loading them could run code from the file ({reason})") from None
     except Exception as err:  # torch.load raises many types for a damaged file
         raise error(f"{path}: not a readable {what} ({type(err).__name__}: {err})") from err
 

@@ -317,7 +317,11 @@ def test_ddp_gradients_equal_one_process_on_the_union_batch(coded, tmp_path):
         got = torch.load(out / f"grads{rank}.pt")
         assert got.keys() == expected.keys()
         for k in expected:
-            assert torch.allclose(got[k], expected[k], rtol=1e-4, atol=1e-6), k
+            # summation order differs between 1 and 2 processes: float noise scales with the
+            # tensor's magnitude, so the absolute floor is 1e-6 of its largest entry (at least 1e-6)
+            scale = max(1.0, float(expected[k].abs().max()))
+            assert torch.allclose(got[k], expected[k], rtol=1e-4, atol=1e-6 * scale), (
+                k, float((got[k] - expected[k]).abs().max()), scale)
     assert any(v.abs().sum() > 0 for k, v in expected.items() if k.startswith("texture."))
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt.training["step"] == 2 and ckpt.provenance["world_size"] == 2
