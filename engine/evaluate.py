@@ -163,14 +163,19 @@ def _engine(model: InferenceEngine | str | os.PathLike) -> InferenceEngine:
 
 
 def _resolve_subject(engine: InferenceEngine, capture: Capture, name: str, neutral: Any, avatar: Any) -> DrivenSubject:
-    """Neutral: given, else the checkpoint's, else the dataset's; avatar: given, else the dataset's."""
+    """Neutral: given, else the dataset's beside the capture, else the checkpoint's; avatar: given,
+    else the dataset's.
+
+    The dataset's file wins over the checkpoint's table because subject names are only unique
+    within one dataset: a held-out world's "id000" is another person than the training world's.
+    """
     found_neutral, found_avatar = subject_files(capture.path, name)
-    if neutral is None and name not in engine.subjects:
-        if found_neutral is None:
-            raise CheckpointError(f"{capture.path}: no neutral mesh for subject {name!r}: it is not in the "
-                                  f"checkpoint and there is no subjects/{name}/neutral.obj beside the capture; "
-                                  "pass one")
+    if neutral is None:
         neutral = found_neutral
+    if neutral is None and name not in engine.subjects:
+        raise CheckpointError(f"{capture.path}: no neutral mesh for subject {name!r}: it is not in the "
+                              f"checkpoint and there is no subjects/{name}/neutral.obj beside the capture; "
+                              "pass one")
     return engine.make_subject(name, neutral, avatar if avatar is not None else found_avatar)
 
 

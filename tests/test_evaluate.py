@@ -199,3 +199,19 @@ def test_dataset_avatar_is_found_and_used(engine, dataset, tmp_path):
                        topology=fm.topology.describe())
     result = evaluate_capture(engine, capture)
     assert not result.notes and result.texture["mouth"].shape == (12,)
+
+
+def test_a_dataset_neutral_wins_over_a_checkpoint_subject_of_the_same_name(engine, tmp_path):
+    """Names are unique only within a dataset: a held-out world's id000 is not the training id000,
+    so evaluating its capture must use the neutral beside the capture (the bug that made a new-seed
+    evaluation compare against another person's face)."""
+    other = generate_dataset(tmp_path, SynthConfig(identities=1, captures_per_identity=1, frames_per_capture=4,
+                                                   image_size=32, seed=99))[0]
+    own, _ = load_neutral(tmp_path / "subjects" / "id000" / "neutral.obj", load_face_model().topology.vertex_count)
+    assert "id000" in engine.subjects
+    assert not np.allclose(own, engine.checkpoint.subjects["id000"]["neutral"])
+    result = evaluate_capture(engine, other)
+    with open_capture(other) as cap:
+        expected = neutral_baseline(np.asarray(cap.meshes), own, load_face_model().region_masks)
+    for region in ("eyes", "mouth", "face"):
+        np.testing.assert_allclose(result.baseline[region], expected[region], rtol=1e-6)
