@@ -22,9 +22,9 @@ def shaded(renderer, mesh: np.ndarray, size: int = 256) -> np.ndarray:
     """The mesh from a frontal camera 450 mm away, lit from the camera."""
     from engine.render import PinholeCamera
     R = np.diag([-1.0, -1.0, 1.0]).astype(np.float32) @ np.diag([-1.0, 1.0, -1.0]).astype(np.float32)
-    centre = np.array([0.0, 10.0, 0.0], np.float32)
+    centre = np.array([0.0, 5.0, 0.0], np.float32)
     t = -R @ (centre + np.array([0.0, 0.0, 450.0], np.float32))
-    cam = PinholeCamera(size, size, 1400.0 * size / 256, 1400.0 * size / 256, size / 2, size / 2,
+    cam = PinholeCamera(size, size, 560.0 * size / 256, 560.0 * size / 256, size / 2, size / 2,
                         (0.0, 0.0, 0.0), R, t.astype(np.float32))
     renderer.set_vertices(mesh.astype(np.float32))
     out = renderer.render_ir(cam, 1.0, 0.05, ref_dist=450.0)

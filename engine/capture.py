@@ -566,6 +566,16 @@ class Capture:
         """(T, 4, 4) float32 rigid head pose relative to the headset."""
         return self._load("head_pose")
 
+    @cached_property
+    def blendshapes(self) -> np.ndarray | None:
+        """(T, E) float32 the person's own blendshape weights (synthetic captures only)."""
+        return self._load("blendshapes")
+
+    @cached_property
+    def gaze(self) -> np.ndarray | None:
+        """(T, 2, 2) float32 eye yaw/pitch in radians (synthetic captures only)."""
+        return self._load("gaze")
+
 
 def open_capture(path: str | os.PathLike) -> Capture:
     """Opens a capture folder after validating all of it; CaptureError names what is wrong."""

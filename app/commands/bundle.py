@@ -46,8 +46,10 @@ def run(args) -> int:
     model = ckpt.build_model()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    shipped = set(ckpt.identities) | set(filter(None, args.subjects.split(",")))
+    subjects = {k: v for k, v in ckpt.subjects.items() if k in shipped}  # not every training face: MBs
     save_checkpoint(out / "default_model.pt", model, topology=ckpt.topology, template=ckpt.template,
-                    identities=ckpt.identities, subjects=ckpt.subjects, kind=ckpt.kind,
+                    identities=ckpt.identities, subjects=subjects, kind=ckpt.kind,
                     train_config=ckpt.train_config, provenance={**ckpt.provenance, "bundled_from": str(args.checkpoint)},
                     half=True, extra=ckpt.extra)
     src = args.dataset / "captures" / args.capture
