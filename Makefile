@@ -33,7 +33,7 @@ demo: venv
 XVFB := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24")
 
 test: venv
-	$(XVFB) $(BIN)/python -m pytest -q tests
+	$(XVFB) $(BIN)/python -m pytest -q --durations=15 tests
 
 bench: venv
 	$(BIN)/python benchmarks/synth_speed.py
