@@ -99,3 +99,13 @@ def test_an_orphaned_temp_file_of_a_killed_save_is_removed_by_the_next_save(tmp_
     orphan.write_bytes(b"half a checkpoint")
     atomic_torch_save({"a": np.zeros(3)}, target)
     assert not orphan.exists() and raw(target)["a"].shape == (3,)
+
+
+def test_a_binary_garbage_mesh_gets_a_mesh_error_not_an_import_error(tmp_path: Path) -> None:
+    from engine.errors import MeshError
+    from engine.meshio import load_mesh
+    garbage = tmp_path / "scan.obj"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(MeshError, match=str(garbage.name)) as info:
+        load_mesh(garbage)
+    assert "ModuleNotFoundError" not in str(info.value)
