@@ -51,7 +51,7 @@ def measure_dataset(size: int, jobs: int, identities: int = 8, frames: int = 32)
     import tempfile
 
     from engine.synth.generate import generate_dataset
-    from engine.synth.recipes import training_world
+    from engine.synth.worlds import training_world
     cfg = training_world(identities, frames, size, seed=123)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -528,18 +528,22 @@ class Capture:
         """(T, V, 3) float32 ground-truth meshes in mm: meshes.npy memory-mapped or, for a compact
         synthetic capture, recomputed on access from its coefficients (engine.synth.ground_truth)."""
         stored = self._load("meshes")
-        if stored is not None:
-            return stored
-        weights = self.meta.provenance.get("identity_weights")
+        return stored if stored is not None else self.compact_meshes
+
+    @cached_property
+    def compact_meshes(self) -> Any:
+        """The meshes recomputed from identity weights (capture.json provenance), blendshapes.npy and
+        gaze.npy, as a lazily indexed CompactMeshes; None when the capture lacks any of them."""
+        from engine.synth.ground_truth import IDENTITY_FIELD, CompactMeshes
+        weights = self.meta.provenance.get(IDENTITY_FIELD)
         blendshapes, gaze = self._load("blendshapes"), self._load("gaze")
         if weights is None or blendshapes is None or gaze is None:
             return None
-        from engine.synth.ground_truth import CompactMeshes
         try:
             return CompactMeshes(np.asarray(weights, np.float32), blendshapes, gaze)
         except (ValueError, IndexError) as err:
             raise CaptureError(f"{self.path}: compact ground truth (capture.json provenance "
-                               f"'identity_weights', blendshapes.npy, gaze.npy) is inconsistent: {err}")
+                               f"'{IDENTITY_FIELD}', blendshapes.npy, gaze.npy) is inconsistent: {err}")
 
     @cached_property
     def codes(self) -> np.ndarray | None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.synth.config import AppearanceConfig
 from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset
-from engine.synth.recipes import TEST_SEED, test_world, training_world
+from engine.synth.worlds import TEST_SEED, test_world, training_world
 
 Log = Callable[[str], None]
 NEW_SESSION, NEW_HEADSET = 2, 3  # capture indices of newcaps/ (training captures are _c00, _c01)

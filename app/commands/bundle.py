@@ -29,8 +29,10 @@ def trim_capture(src: Path, dst: Path, frames: int) -> Path:
         n = min(frames, len(cap))
         meta = CaptureMeta.from_dict({**cap.meta.to_dict(), "frame_count": n})
         arrays = {}
-        for name in ("meshes", "codes", "expressions", "timestamps", "visibility", "head_pose",
-                     "blendshapes", "gaze"):
+        names = ["meshes", "codes", "expressions", "timestamps", "visibility", "head_pose", "blendshapes", "gaze"]
+        if cap.compact_meshes is not None:
+            names.remove("meshes")  # compact ground truth recomputes them: ~90 KB a frame saved
+        for name in names:
             a = getattr(cap, name)
             if a is not None:
                 arrays[name] = a[:n]
