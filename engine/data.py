@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from engine.capture import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.meshio import load_neutral
+from engine.mia.jitter import jitter_images
 from engine.render import PinholeCamera
 
 SEEN_WEIGHT = 1.0
@@ -307,7 +308,6 @@ class HMCDataset(Dataset):
             vis = None if c.visibility is None else np.asarray(c.visibility[t], bool)
             images = self._augment(images, mesh, self.cameras(i), rng, vis)
         if self.jitter is not None:
-            from engine.mia.jitter import jitter_images
             images = jitter_images(images, rng, self.jitter)
         return {
             "images": torch.from_numpy(np.ascontiguousarray(images)),
