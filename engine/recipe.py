@@ -2,8 +2,8 @@
 
 `mia model` (and `make model`) runs these stages in order; each one skips what is already done
 (whole captures, finished avatars, the training run's last checkpoint), so a killed run continues
-where it stopped. Sizes are chosen for the 2-core CPU machine the project is built on (about two
-hours in all, see docs/results.md); a GPU, when there is one, only makes the training stage
+where it stopped. Sizes are chosen for the 2-core CPU machine the project is built on (about 80
+minutes in all measured there, see docs/results.md); a GPU, when there is one, only makes the training stage
 faster.
 
 Worlds and seeds (none of the evaluation seeds is used by any training world):
