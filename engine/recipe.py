@@ -45,6 +45,9 @@ class RecipeConfig:
     steps: int = 8000
     batch_size: int = 32
     jobs: int = 2
+    wide_identities: int = 400   # stage 2: a second block of new people (id400..), compact
+    wide_steps: int = 6000       # stage 2: fine-tune the stage-1 model on both blocks
+    wide_lr: float = 4e-4
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
         "num_workers": 0})
@@ -56,7 +59,12 @@ class RecipeConfig:
     @property
     def paths(self) -> dict[str, Path]:
         root = Path(self.root)
-        return {k: root / k for k in ("train", "heldout", "newcaps", "run")}
+        return {k: root / k for k in ("train", "train_wide", "heldout", "newcaps", "run", "run_wide")}
+
+    @property
+    def final_run(self) -> Path:
+        """The run whose checkpoint is evaluated and shipped."""
+        return self.paths["run_wide" if self.wide_identities and self.wide_steps else "run"]
 
 
 def new_capture_plan(cfg: RecipeConfig) -> list[CaptureSpec]:
@@ -92,6 +100,16 @@ def make_data(cfg: RecipeConfig, log: Log, progress=None) -> None:
     generate_dataset(p["newcaps"], newcaps, progress=progress, plan=new_capture_plan(cfg), jobs=cfg.jobs)
 
 
+def make_wide_data(cfg: RecipeConfig, log: Log, progress=None) -> None:
+    """Render (or finish) stage 2's block of new identities, ground truth stored compactly."""
+    if not cfg.wide_identities:
+        return
+    world = training_world(cfg.wide_identities, cfg.frames, cfg.size, first_identity=cfg.identities)
+    out = cfg.paths["train_wide"]
+    log(f"data: {cfg.wide_identities} more identities (id{cfg.identities:03d}..) x 2 captures -> {out}")
+    generate_dataset(out, world, progress=progress, jobs=cfg.jobs)
+
+
 def make_avatars(cfg: RecipeConfig, log: Log, progress=None) -> None:
     """Avatar decoders D_i for the first `avatar_subjects` training identities (the others train
     B and G only, as the paper's untrained subjects do), and their codes for the new captures."""
@@ -122,12 +140,37 @@ def train_config(cfg: RecipeConfig):
 
 
 def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
-    """Train MIA on the training world, continuing the run folder's checkpoint if there is one."""
+    """Stage 1: train MIA on the first block, continuing the run folder's checkpoint if there is one."""
     from engine.train import train
     run = cfg.paths["run"]
     resume = (run / "last.pt").is_file()
     log(f"train: {cfg.steps} steps of batch {cfg.batch_size} -> {run}" + (" (resuming)" if resume else ""))
     return train(train_config(cfg), cfg.paths["train"], run, progress, cancel, resume=resume,
+                 show_bar=show_bar)
+
+
+def wide_train_config(cfg: RecipeConfig, start: Path):
+    """Stage 2's TrainConfig: stage 1's weights, a fresh optimiser and a schedule of its own."""
+    from engine.train import TrainConfig
+    options = {**train_config(cfg).to_dict(), "steps": cfg.wide_steps, "lr": cfg.wide_lr,
+               "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths["run_wide"])}
+    return TrainConfig.from_dict(options)
+
+
+def train_wide_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
+                     show_bar: bool = True) -> Path:
+    """Stage 2: fine-tune stage 1's model on both identity blocks (stage 1 alone plateaus on new
+    people while its training loss still falls: more people, not more passes, is what helps)."""
+    from engine.data import find_captures
+    from engine.train import train
+    if not (cfg.wide_identities and cfg.wide_steps):
+        return start
+    run = cfg.paths["run_wide"]
+    resume = (run / "last.pt").is_file()
+    data = find_captures(cfg.paths["train"]) + find_captures(cfg.paths["train_wide"])
+    log(f"train: {cfg.wide_steps} steps on {len(data)} captures, from {start} -> {run}"
+        + (" (resuming)" if resume else ""))
+    return train(wide_train_config(cfg, start), data, run, progress, cancel, resume=resume,
                  show_bar=show_bar)
 
 

@@ -66,6 +66,8 @@ class TrainConfig:
     holds engine.mia.augment.AugmentConfig fields ({"enabled": False} turns 3D augmentation off),
     `jitter` engine.mia.jitter.JitterConfig fields (the per-camera 2-D image draws).
     `subjects` / `captures` filter the dataset; `val_fraction` holds out the tail of each capture.
+    `init_from` starts a new run from another run's weights (its model config, template and
+    adaptation layers) with a fresh optimiser and schedule: how a model grows onto more data.
     On resume the saved config wins except for RUNTIME_FIELDS, which the caller may change.
     """
 
@@ -91,6 +93,7 @@ class TrainConfig:
     texture_loss: bool = True   # eq. 5's texture term through each subject's avatar D_i when it has one
     device: str = "auto"
     out_dir: str | None = None
+    init_from: str | None = None  # MIA checkpoint whose weights start a new run (fine-tuning)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -539,14 +542,20 @@ class Trainer:
         if ckpt is not None:
             saved = TrainConfig.from_dict(ckpt.train_config)
             cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
+        init = self._init_checkpoint(cfg) if ckpt is None else None
+        if init is not None:
+            cfg = dataclasses.replace(cfg, model=init.model_config)
         self.cfg = cfg = cfg.resolved()
-        self.dataset = self._dataset(data, ckpt, neutrals)
-        if ckpt is not None:
-            model = ckpt.build_model().train()
+        start = ckpt if ckpt is not None else init
+        self.dataset = self._dataset(data, start, neutrals)
+        if start is not None:
+            model = start.build_model().train()
         else:
             model = build_model(cfg, self.dataset)
+        if init is not None:
+            self._check_init_identities(init)
         self.model = model.to(self.env.device)
-        self.template = (ckpt.template if ckpt is not None else
+        self.template = (start.template if start is not None else
                          np.mean([self.dataset.neutrals[s] for s in self.dataset.subjects], 0))
         self.decoders = self._decoders(texture_decoders)
         self.step_module: nn.Module = TrainStep(self.model)
@@ -573,6 +582,24 @@ class Trainer:
         if not ckpt.training:
             raise CheckpointError(f"{self.last_path}: has no 'training' resume state")
         return ckpt
+
+    def _init_checkpoint(self, cfg: TrainConfig) -> Any:
+        if cfg.init_from is None:
+            return None
+        init = load_checkpoint(cfg.init_from)
+        if init.kind != "mia" or cfg.kind != "mia":
+            raise ConfigError(f"init_from {cfg.init_from}: only an MIA run can start from an MIA "
+                              f"checkpoint (checkpoint kind {init.kind!r}, run kind {cfg.kind!r})")
+        return init
+
+    def _check_init_identities(self, init: Any) -> None:
+        """The adaptation layers F_i and P_i come from the start checkpoint; the dataset must have
+        codes for exactly those subjects, or their texture term would route nowhere."""
+        with_codes = {s for s in self.dataset.subjects if self.dataset.subject_codes(s) is not None}
+        if with_codes != set(init.identities):
+            raise ConfigError(f"init_from {init.path}: it has adaptation layers for "
+                              f"{sorted(init.identities)} but the training data have avatar codes "
+                              f"for {sorted(with_codes)}; train on data with the same avatar subjects")
 
     def _dataset(self, data: Any, ckpt: Any, neutrals: dict | None) -> HMCDataset:
         cfg = self.cfg

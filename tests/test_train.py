@@ -201,6 +201,24 @@ def test_resume_reaches_the_identical_state(coded, tmp_path):
     assert len(log_b) == 7
 
 
+def test_init_from_starts_a_new_run_from_the_weights(coded, dataset, tmp_path):
+    first = train(tiny_cfg(steps=3), coded, tmp_path / "a", show_bar=False)
+    start = load_checkpoint(first)
+    trainer = Trainer(tiny_cfg(steps=2, lr=5e-4, init_from=str(first),
+                               model=ModelConfig.tiny(image_size=24)),  # the checkpoint's wins
+                      coded, tmp_path / "b", show_bar=False)
+    assert trainer.step == 0 and trainer.cfg.model == start.model_config
+    assert trainer.optimizer.param_groups[0]["lr"] == 5e-4
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, start.state_dict[k].to(v.dtype)), k
+    trainer.run()
+    grown = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert grown.training["step"] == 2 and grown.identities.keys() == start.identities.keys()
+    assert any(not torch.equal(grown.state_dict[k], start.state_dict[k]) for k in start.state_dict)
+    with pytest.raises(ConfigError, match="adaptation layers for"):
+        train(tiny_cfg(steps=1, init_from=str(first)), dataset, tmp_path / "c", show_bar=False)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(dataset, tmp_path):
     with pytest.raises(Exception, match="nothing to resume from"):
         train(tiny_cfg(), dataset, tmp_path, resume=True, show_bar=False)

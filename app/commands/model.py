@@ -1,7 +1,7 @@
 """`mia model` (`make model`): build the shipped default model from nothing, resumably.
 
 Stages: render the synthetic worlds, train the avatar decoders of a few identities, train MIA,
-evaluate it on held-out identities and new captures, and bundle it with a demo capture and
+render a second block of identities and fine-tune MIA on both (stage 2), evaluate it on held-out identities and new captures, and bundle it with a demo capture and
 subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
 the training checkpoint are kept and the run continues from them.
 """
@@ -23,7 +23,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("resources"), help="where the shipped defaults go")
     p.add_argument("--identities", type=int, help="training identities (default 400)")
     p.add_argument("--frames", type=int, help="frames per training capture (default 32)")
-    p.add_argument("--steps", type=int, help="MIA training steps (default 8000)")
+    p.add_argument("--steps", type=int, help="MIA training steps of stage 1 (default 8000)")
+    p.add_argument("--wide-identities", type=int,
+                   help="stage 2: further identities added (default 400; 0 skips stage 2)")
+    p.add_argument("--wide-steps", type=int, help="stage 2: fine-tuning steps on both blocks (default 6000)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p
@@ -32,7 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def recipe_from_args(args):
     from engine.recipe import RecipeConfig
     given = {"root": None if args.root is None else str(args.root), "identities": args.identities,
-             "frames": args.frames, "steps": args.steps, "jobs": args.jobs}
+             "frames": args.frames, "steps": args.steps, "jobs": args.jobs,
+             "wide_identities": args.wide_identities, "wide_steps": args.wide_steps}
     return RecipeConfig(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -48,7 +52,8 @@ def bundle(cfg, checkpoint: Path, out: Path) -> None:
 
 
 def run(args) -> int:
-    from engine.recipe import evaluate_model, make_avatars, make_data, train_model
+    from engine.recipe import (evaluate_model, make_avatars, make_data, make_wide_data,
+                               train_model, train_wide_model)
     cfg = recipe_from_args(args)
     start = time.perf_counter()
 
@@ -60,8 +65,11 @@ def run(args) -> int:
     with tqdm_progress("avatars", "step") as progress:
         make_avatars(cfg, log, progress)
     checkpoint = train_model(cfg, log)
-    summary = evaluate_model(checkpoint, cfg, cfg.paths["run"] / "eval", log)
-    (cfg.paths["run"] / "eval" / "summary.json").write_text(json.dumps(summary, indent=1))
+    with tqdm_progress("synth", "frame") as progress:
+        make_wide_data(cfg, log, progress)
+    checkpoint = train_wide_model(cfg, checkpoint, log)
+    summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
+    (cfg.final_run / "eval" / "summary.json").write_text(json.dumps(summary, indent=1))
     if not args.no_bundle:
         bundle(cfg, checkpoint, args.out)
         log(f"bundled the default model into {args.out}")

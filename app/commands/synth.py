@@ -16,6 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=300, help="frames per capture")
     p.add_argument("--size", type=int, default=96, help="image size in pixels (square)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first-identity", type=int, default=0,
+                   help="number of the first identity (extend a world of the same seed with new people)")
     p.add_argument("--storage", choices=("ffv1", "png"), default="ffv1")
     p.add_argument("--supersample", type=int, default=1, help="render at k x size for anti-aliasing")
     p.add_argument("--compact", action="store_true",
@@ -38,7 +40,7 @@ def run(args) -> int:
         cfg = SynthConfig(identities=args.identities, captures_per_identity=args.captures,
                           frames_per_capture=args.frames, image_size=args.size, seed=args.seed,
                           storage=args.storage, supersample=args.supersample,
-                          store_meshes=not args.compact)
+                          store_meshes=not args.compact, first_identity=args.first_identity)
     with tqdm_progress("synth", "frame") as progress:
         captures = generate_dataset(args.out, cfg, progress=progress, jobs=args.jobs)
     print(f"wrote {len(captures)} captures of {cfg.frames_per_capture} frames to {args.out.resolve()}")

@@ -50,6 +50,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks")
     p.add_argument("--resume", action="store_true", help="continue DIR/last.pt")
+    p.add_argument("--init-from", type=Path,
+                   help="start a new run from this MIA checkpoint's weights (fresh optimiser and schedule)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -80,7 +82,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821 (engine imported lazi
              "captures": _csv(args.captures), "val_fraction": args.val_fraction,
              "kind": args.kind, "ps_subject": args.subject, "num_workers": args.workers,
              "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-             "log_every": args.log_every, "device": args.device}
+             "log_every": args.log_every, "device": args.device,
+             "init_from": None if args.init_from is None else str(args.init_from)}
     data.update({k: v for k, v in given.items() if v is not None})
     if args.compile:
         data["compile"] = True

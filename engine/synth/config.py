@@ -108,6 +108,7 @@ class SynthConfig:
     frames_per_capture: int = 300
     identities: int = 8
     captures_per_identity: int = 2
+    first_identity: int = 0          # identities are id<first>..; a block that extends a world
     storage: str = "ffv1"
     supersample: int = 1             # render at k x size and average (anti-aliasing)
     store_meshes: bool = True        # False: only compact ground truth (engine.synth.ground_truth)

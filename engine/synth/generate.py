@@ -64,17 +64,22 @@ def headset_for(name: str, seed: int, cfg: SynthConfig) -> Headset:
 
 
 def capture_plan(cfg: SynthConfig) -> list[CaptureSpec]:
-    """The dataset's captures: each identity in several headsets, appearances and environments."""
-    rng = np.random.default_rng([cfg.seed, 3])
+    """The dataset's captures: each identity in several headsets, appearances and environments.
+
+    A block with `first_identity` > 0 extends a world made with the same seed: new people
+    (id<first>..), their own headset units and their own draws, so two blocks never share a name."""
+    first = cfg.first_identity
+    rng = np.random.default_rng([cfg.seed, 3] if first == 0 else [cfg.seed, 3, first])
     n_headsets = max(2, cfg.identities // 2)
+    headset_base = first // 2
     plan = []
-    for i in range(cfg.identities):
+    for i in range(first, first + cfg.identities):
         for k in range(cfg.captures_per_identity):
             appearance = AppearanceConfig(
                 beard=-1.0 if k == 0 else float(rng.choice([-1.0, 0.0, rng.uniform(0.3, 1.0)])),
                 makeup=0.0 if k == 0 or rng.random() < 0.6 else float(rng.uniform(0.4, 1.0)),
                 skin_gain=1.0 if k == 0 else float(rng.uniform(0.9, 1.1)))
-            plan.append(CaptureSpec(i, k, f"hs{int(rng.integers(n_headsets)):02d}", appearance,
+            plan.append(CaptureSpec(i, k, f"hs{headset_base + int(rng.integers(n_headsets)):02d}", appearance,
                                     *(int(s) for s in rng.integers(0, 2**31, 3)), frames=cfg.frames_per_capture))
     return plan
 

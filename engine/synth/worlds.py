@@ -34,11 +34,14 @@ def wide_nuisance(cfg: SynthConfig) -> SynthConfig:
 
 
 def training_world(identities: int = 400, frames: int = 32, size: int = 64,
-                   seed: int = TRAIN_SEED) -> SynthConfig:
+                   seed: int = TRAIN_SEED, first_identity: int = 0) -> SynthConfig:
     """Many people, two short captures each: diversity over length (neighbouring frames are
-    near duplicates, new faces and headsets are not)."""
+    near duplicates, new faces and headsets are not). `first_identity` > 0 makes a further block
+    of new people (and headsets) in the same world, stored compactly."""
     return wide_nuisance(SynthConfig(image_size=size, frames_per_capture=frames,
-                                     identities=identities, captures_per_identity=2, seed=seed))
+                                     identities=identities, captures_per_identity=2, seed=seed,
+                                     first_identity=first_identity,
+                                     store_meshes=first_identity == 0))
 
 
 def test_world(identities: int = 6, frames: int = 90, size: int = 64,
