@@ -184,3 +184,18 @@ def test_compact_ground_truth_reproduces_the_stored_meshes_exactly(tmp_path):
         assert np.array_equal(b.meshes[3], stored[3]) and np.array_equal(b.meshes[[7, 2]], stored[[7, 2]])
         assert (compact / "blendshapes.npy").stat().st_size * 50 < (full / "meshes.npy").stat().st_size
         assert np.array_equal(a.load_all(), b.load_all())
+
+
+def test_a_second_identity_block_extends_the_world_with_new_people_and_headsets():
+    base = SynthConfig(identities=6, captures_per_identity=2, frames_per_capture=4, seed=5)
+    block = dataclasses.replace(base, first_identity=6)
+    a, b = capture_plan(base), capture_plan(block)
+    assert [s.name for s in b][:2] == ["id006_c00", "id006_c01"] and len(b) == len(a)
+    assert not {s.name for s in a} & {s.name for s in b}
+    assert not {s.headset for s in a} & {s.headset for s in b}
+    assert all(int(s.headset[2:]) >= 3 for s in b)  # numbered after block 0's units
+    model = load_face_model()
+    wide = capture_plan(dataclasses.replace(base, identities=12))
+    assert wide[12].identity == 6  # the same person id006 whichever way the world was made
+    assert np.array_equal(make_identity(model, 6, 5, base.identity).shape_weights,
+                          make_identity(model, b[0].identity, block.seed, block.identity).shape_weights)
