@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PKGS := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglx-mesa0 libegl-mesa0 libglib2.0-0 \
 	libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 \
-	libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libosmesa6
+	libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libosmesa6 \
+	liblo-tools
 export EGL_PLATFORM := surfaceless
 export OMP_NUM_THREADS ?= 2
 
