@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMessageBo
 from app import paths
 from app.actions import StudioActions
 from app.logs import report
+from app.output_controller import SHAPE_NAMES, OutputController
 from app.presenter import FramePresenter
 from app.session import Session
 from app.settings import StudioSettings
@@ -32,6 +33,7 @@ from widgets.hmc_views import HMCViews
 from widgets.latency_plot import LatencyPlot
 from widgets.mesh_viewer import MeshViewer
 from widgets.neutral_panel import MESH_FILTER, NeutralMeshPanel
+from widgets.output_panel import OutputPanel
 from widgets.playback_bar import PlaybackBar
 from widgets.retarget_grid import RetargetGrid
 from widgets.source_panel import SourcePanel
@@ -119,6 +121,10 @@ class MainWindow(QMainWindow):
         }
         self.tabifyDockWidget(self.docks["errors"], self.docks["latency"])
         self.docks["errors"].raise_()
+        self.output_panel = OutputPanel(SHAPE_NAMES)
+        self.docks["output"] = self._dock("Output", self.output_panel, right)
+        self.tabifyDockWidget(self.docks["retarget"], self.docks["output"])
+        self.docks["retarget"].raise_()
         self.resize(1500, 950)
         self.resizeDocks([self.docks["errors"]], [230], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["source"], self.docks["retarget"]], [290, 460], Qt.Orientation.Horizontal)
@@ -223,6 +229,7 @@ class MainWindow(QMainWindow):
         self.retarget.textured_changed.connect(self._on_textured_ticked)
         self.hmc.roi_changed.connect(s.set_roi)
         self.playback.loop_check.setChecked(True)
+        self.outputs = OutputController(s, self.output_panel, self.settings.qsettings)
 
     # ----- settings
     def _restore_settings(self) -> None:
@@ -516,6 +523,7 @@ class MainWindow(QMainWindow):
         for task in list(Task._running):
             task.cancel()
             task.wait(15_000)
+        self.outputs.shutdown()
         self.session.shutdown()
         super().closeEvent(event)
 
