@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from app.paths import config_dir
-from engine.sources import CameraSettings, Roi
+from engine.sources import CameraSettings, Roi, SourceError
 
 DEFAULT_URLS = ("0", "1", "2")
 
@@ -61,11 +61,18 @@ class HeadsetProfiles:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            return {str(name): [CameraSettings.from_dict(c) for c in entry["cameras"]][:3]
-                    for name, entry in data.items() if len(entry.get("cameras", [])) == 3}
+            entries = {str(name): entry["cameras"] for name, entry in data.items()
+                       if len(entry.get("cameras", [])) == 3}
         except (ValueError, KeyError, TypeError, AttributeError):
             self.path.replace(self.path.with_suffix(".json.damaged"))
             return {}
+        profiles = {}
+        for name, cameras in entries.items():
+            try:
+                profiles[name] = [CameraSettings.from_dict(c) for c in cameras]
+            except (SourceError, ValueError, TypeError, AttributeError):
+                continue  # a refused URL or a malformed camera drops that headset only
+        return profiles
 
     def _write(self) -> None:
         data = {name: {"cameras": [c.to_dict() for c in cams]} for name, cams in self._profiles.items()}

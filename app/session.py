@@ -19,7 +19,7 @@ from app.frame_worker import FrameBundle, FrameWorker
 from app.paths import SUBJECTS
 from app.profiles import HeadsetProfiles
 from app.subjects import SubjectCatalog, SubjectSpec, dataset_subjects_dir
-from engine.sources import SyntheticSource
+from engine.sources import SourceError, SyntheticSource
 
 LIVE_CURVE_FRAMES = 1800  # live error curves keep the last minute at 30 fps
 REGIONS = ("eyes", "mouth", "face")
@@ -135,7 +135,12 @@ class Session(QObject):
         if spec.get("kind") == "cameras":
             name = str(spec.get("headset") or "default")
             spec["headset"] = name
-            self.profiles.save_cameras(name, spec["urls"], spec.get("rotate", [0] * 3), spec.get("flip", [False] * 3))
+            try:
+                self.profiles.save_cameras(name, spec["urls"], spec.get("rotate", [0] * 3),
+                                           spec.get("flip", [False] * 3))
+            except SourceError as err:  # a refused URL: say so, open nothing
+                self.error.emit(str(err))
+                return
             profile = self.profiles.get(name)
         if spec.get("kind") == "capture" and spec.get("path"):
             self.catalog.add_root(dataset_subjects_dir(spec["path"]))

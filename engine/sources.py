@@ -21,11 +21,13 @@ a GL context bound to the thread that created it, so create, read and close it i
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -212,6 +214,7 @@ class CameraSettings:
     def __post_init__(self) -> None:
         if self.rotate not in ROTATIONS:
             raise SourceError(f"camera {self.url!r}: rotate must be one of {ROTATIONS}, got {self.rotate}")
+        check_camera_url(self.url)
 
     def target(self) -> int | str:
         """What cv2.VideoCapture opens: an int device index or the URL string."""
@@ -227,6 +230,26 @@ class CameraSettings:
         roi = d.get("roi")
         return cls(str(d.get("url", "")), int(d.get("rotate", 0)), bool(d.get("flip", False)),
                    None if roi is None else tuple(int(v) for v in roi))  # type: ignore[arg-type]
+
+
+STREAM_SCHEMES = ("http", "https", "rtsp", "rtsps", "rtmp", "udp", "tcp", "srt")
+
+
+def check_camera_url(url: str) -> None:
+    """Refuse camera "URLs" that would make FFmpeg read local files or run other protocols.
+
+    A camera is a device index ("0"), a V4L2 device (/dev/video2) or a network stream; FFmpeg
+    would also open file:, concat:, data:, pipe: and plain paths, which turns a shared profile
+    into a way to read or probe files on this machine. Empty means "not set" (checked on start).
+    """
+    text = str(url).strip()
+    if not text or text.isdigit() or re.fullmatch(r"/dev/video\d+", text):
+        return
+    scheme = urlsplit(text).scheme.lower()
+    if scheme not in STREAM_SCHEMES:
+        raise SourceError(f"camera {text!r}: expected a device index (0), a /dev/videoN device or "
+                          f"a stream URL ({', '.join(s + '://' for s in STREAM_SCHEMES)}); "
+                          f"{'scheme ' + repr(scheme) if scheme else 'a file path'} is refused")
 
 
 def upright(image: np.ndarray, rotate: int, flip: bool) -> np.ndarray:

@@ -109,3 +109,29 @@ def test_a_binary_garbage_mesh_gets_a_mesh_error_not_an_import_error(tmp_path: P
     with pytest.raises(MeshError, match=str(garbage.name)) as info:
         load_mesh(garbage)
     assert "ModuleNotFoundError" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["/etc/passwd", "file:///etc/passwd", "concat:/a|/b", "pipe:0",
+                                 "data:video/mjpeg;base64,AAAA", "../capture/cam0.mkv"])
+def test_a_camera_url_that_would_read_local_files_is_refused(url: str) -> None:
+    from engine.sources import CameraSettings, SourceError
+    with pytest.raises(SourceError, match="expected a device index"):
+        CameraSettings(url)
+
+
+@pytest.mark.parametrize("url", ["", "0", "/dev/video2", "http://127.0.0.1:8080/cam0",
+                                 "RTSP://10.0.0.2/stream", "udp://0.0.0.0:5000"])
+def test_cameras_and_network_streams_are_accepted(url: str) -> None:
+    from engine.sources import CameraSettings
+    assert CameraSettings(url).url == url
+
+
+def test_a_profile_file_with_a_refused_url_drops_that_headset_only(tmp_path: Path) -> None:
+    import json
+
+    from app import profiles
+    cams = lambda *urls: {"cameras": [{"url": u} for u in urls]}  # noqa: E731
+    path = tmp_path / "headsets.json"
+    path.write_text(json.dumps({"good": cams("0", "1", "2"), "evil": cams("0", "file:///etc/shadow", "2")}))
+    store = profiles.HeadsetProfiles(path)
+    assert store.get("good") is not None and store.get("evil") is None
