@@ -1,0 +1,78 @@
+"""Settings of neutral-scan registration, one dataclass per stage, so a report can record them all.
+
+The defaults are tuned on synthetic scans of the kit's identities (remeshed, cropped, noisy, in other
+units and poses; see ``engine/registration/synthetic.py`` and ``docs/registration.md``). Distances are
+in millimetres after the unit conversion.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class ScanConfig:
+    """How the scan surface is sampled for closest-point queries."""
+
+    sample_spacing_mm: float = 0.8   # dense samples on the triangles (closest points need no rtree)
+    max_samples: int = 400_000       # cap for huge scans (the spacing grows instead)
+
+
+@dataclass
+class RigidConfig:
+    """Automatic rigid alignment: PCA frames x the 24 rotations of a cube, then trimmed ICP."""
+
+    coarse_points: int = 800         # scan and template points used for the multi-start search
+    coarse_iterations: int = 12
+    refine_starts: int = 3           # best coarse starts refined further
+    refine_iterations: int = 20
+    trim: float = 0.7                # fraction of template points kept (the rest may lie off a cropped scan)
+
+
+@dataclass
+class IdentityFitConfig:
+    """Alternating fit of identity coefficients and rigid pose with point-to-plane residuals."""
+
+    modes: int = 100                 # identity modes fitted (the kit has 100)
+    iterations: int = 14
+    prior: float = 0.0005            # Tikhonov weight on the coefficients, per match (unit-variance prior)
+    max_distance_mm: float = 10.0    # matches further than this are ignored
+    min_normal_dot: float = 0.5      # model and scan normals must agree this well
+
+
+@dataclass
+class RefineConfig:
+    """Non-rigid refinement: per-vertex displacement along the normal with Laplacian smoothness."""
+
+    iterations: int = 3
+    smoothness: float = 2.0          # weight of the membrane term sum_edges (d_i - d_j)^2
+    anchor: float = 0.01             # pull towards the model fit where the scan says nothing
+    max_distance_mm: float = 3.0
+    max_displacement_mm: float = 6.0
+    min_normal_dot: float = 0.7
+
+
+@dataclass
+class ReportConfig:
+    """When to warn and when to refuse (a warning still writes the result)."""
+
+    covered_mm: float = 2.0          # a vertex is covered when the scan lies this close
+    warn_mean_mm: float = 0.8
+    warn_p95_mm: float = 2.5
+    warn_coverage: float = 0.6
+    fail_coverage: float = 0.25
+    fail_mean_mm: float = 3.0
+    fail_identity_sigma: float = 5.0  # |coefficient| beyond this many standard deviations: not a face
+
+
+@dataclass
+class RegistrationConfig:
+    """Everything ``register_scan`` needs beyond the scan itself."""
+
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    rigid: RigidConfig = field(default_factory=RigidConfig)
+    identity: IdentityFitConfig = field(default_factory=IdentityFitConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
