@@ -8,7 +8,8 @@ import sys
 
 from engine.errors import MiaError
 
-COMMANDS = ("synth", "avatars", "train", "adapt", "eval", "export", "bundle", "model", "bench", "info")
+COMMANDS = ("synth", "avatars", "train", "adapt", "eval", "export", "bundle", "model", "bench", "info",
+            "stream", "blendshapes")
 
 
 def build_parser() -> argparse.ArgumentParser:
