@@ -254,8 +254,13 @@ class DistEnv:
         return bool(t.item())
 
     def close(self) -> None:
+        """Leave the process group in step: every rank passes a barrier (no collective of a
+        peer is still in flight) before any rank destroys its end of the connections."""
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def adam(params: Sequence[nn.Parameter] | Any, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -747,6 +752,10 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        """Free the DDP wrapper (its reducer holds the process group and gloo's pending work)
+        while the interpreter is fully alive, then leave the group."""
+        if self.env.world_size > 1:
+            self.step_module = TrainStep(self.model)
         self.env.close()
 
 

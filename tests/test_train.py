@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
@@ -300,34 +300,37 @@ def test_training_with_3d_augmentation(dataset, tmp_path):
 # --------------------------------------------------------------------------- DDP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
             for n, p in model.named_parameters()}
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+def _ddp_worker(rank: int, world: int, rendezvous: str, data: str, out: str) -> None:
+    """One rank of torchrun's environment. The group meets through a file, not a TCP port: no
+    free-port race with other processes, and no store server that dies with rank 0."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    trainer = Trainer(tiny_cfg(steps=2, batch_size=2), data, out, show_bar=False)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                            world_size=world)
     try:
-        trainer.backward(next(iter(trainer.loader())))
-        torch.save(_grads(trainer.model), Path(out) / f"grads{rank}.pt")
-        trainer.run()
+        trainer = Trainer(tiny_cfg(steps=2, batch_size=2), data, out, show_bar=False)
+        try:
+            trainer.backward(next(iter(trainer.loader())))
+            torch.save(_grads(trainer.model), Path(out) / f"grads{rank}.pt")
+            trainer.run()
+        finally:
+            trainer.close()
+        del trainer  # DDP's reducer goes before the group does
+        dist.barrier()
     finally:
-        trainer.close()
+        dist.destroy_process_group()
 
 
 def test_ddp_gradients_equal_one_process_on_the_union_batch(coded, tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(coded), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(coded), str(out)), nprocs=2,
+             join=True)
     single = Trainer(tiny_cfg(steps=2, batch_size=4), coded, tmp_path / "one", show_bar=False)
     single.backward(next(iter(single.loader())))
     expected = _grads(single.model)
