@@ -33,8 +33,10 @@ class IdentityFitConfig:
     """Alternating fit of identity coefficients and rigid pose with point-to-plane residuals."""
 
     modes: int = 100                 # identity modes fitted (the kit has 100)
-    iterations: int = 14
-    prior: float = 0.0005            # Tikhonov weight on the coefficients, per match (unit-variance prior)
+    iterations: int = 12             # per phase: strong prior, then relaxing to the weak one
+    prior_start: float = 5e-3        # Tikhonov weight on the coefficients, per match (unit-variance prior)
+    prior: float = 5e-5              # the weak prior the continuation ends at
+    plausible_sigma: float = 4.0     # coefficients beyond this are not trusted from the weak prior
     max_distance_mm: float = 10.0    # matches further than this are ignored
     min_normal_dot: float = 0.5      # model and scan normals must agree this well
 
@@ -59,8 +61,8 @@ class ReportConfig:
     warn_mean_mm: float = 0.8
     warn_p95_mm: float = 2.5
     warn_coverage: float = 0.6
-    fail_coverage: float = 0.25
-    fail_mean_mm: float = 3.0
+    fail_coverage: float = 0.3
+    fail_mean_mm: float = 1.5
     fail_identity_sigma: float = 5.0  # |coefficient| beyond this many standard deviations: not a face
 
 

@@ -10,6 +10,11 @@ turn, because the kit's identity modes are partly rigid motions (up to ~70% of a
 is a translation or rotation of the face); alternating between them crawls along that valley and
 stops with the face shifted by millimetres. The match radius shrinks from ``max_distance_mm`` to
 3 mm as the fit settles so that far outliers stop pulling on it.
+
+The prior is scheduled: ``iterations`` steps with the strong ``prior_start`` find the right basin and
+a plausible face (a half face or a sphere would otherwise pull unconstrained modes to 10+ standard
+deviations), then ``iterations`` more relax it geometrically to the weak ``prior`` so that detail the
+data supports is fitted; the last iterate whose coefficients stay within ``plausible_sigma`` is kept.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class IdentityFit:
     pose: Pose
     verts: np.ndarray         # (V, 3) model frame
     matches: Matches
+    strong: IdentityFit | None = None  # the strong-prior fit, which judges whether this is a face
 
 
 def joint_step(template: Template, m: Matches, pose: Pose, beta: np.ndarray, prior: float
@@ -60,19 +66,35 @@ def joint_step(template: Template, m: Matches, pose: Pose, beta: np.ndarray, pri
 
 def fit_identity(template: Template, scan, pose: Pose, cfg: IdentityFitConfig,
                  progress: Callable[[int, int], None] | None = None) -> IdentityFit:
+    """Strong-prior fit (finds the basin; judged by ``assess``), then a continuation to the weak prior
+    that keeps the last iterate whose coefficients stay plausible."""
     k = min(cfg.modes, template.modes.shape[0])
     beta = np.zeros(k)
     verts = template.mean.copy()
     radii = np.geomspace(cfg.max_distance_mm, FINAL_RADIUS_MM, max(cfg.iterations // 2, 1))
-    for it in range(cfg.iterations):
+    priors = np.geomspace(cfg.prior_start, cfg.prior, cfg.iterations)
+    total = 2 * cfg.iterations
+    strong: IdentityFit | None = None
+    kept: tuple[np.ndarray, Pose] | None = None
+    for it in range(total):
         radius = radii[min(it, len(radii) - 1)]
+        prior = cfg.prior_start if it < cfg.iterations else priors[it - cfg.iterations]
         m = match(verts, template.normals(verts), scan, pose, radius, cfg.min_normal_dot, template.fit)
+        if it == cfg.iterations:
+            strong = IdentityFit(beta, pose, verts, m)
         if m.valid.sum() < 50:
             break
-        dR, dt, beta = joint_step(template, m, pose, beta, cfg.prior)
+        dR, dt, beta = joint_step(template, m, pose, beta, prior)
         pose = Pose(dR @ pose.R, dR @ pose.t + dt)
         verts = template.shape(beta)
+        if it >= cfg.iterations and np.abs(beta).max() <= cfg.plausible_sigma:
+            kept = (beta, pose)
         if progress:
-            progress(it + 1, cfg.iterations)
+            progress(it + 1, total)
+    if kept is not None:
+        beta, pose = kept
+    verts = template.shape(beta)
     m = match(verts, template.normals(verts), scan, pose, FINAL_RADIUS_MM, cfg.min_normal_dot, template.fit)
-    return IdentityFit(beta, pose, verts, m)
+    final = IdentityFit(beta, pose, verts, m)
+    final.strong = strong or final
+    return final

@@ -45,7 +45,7 @@ class RegistrationResult:
 
 def _fit_quality(fit: IdentityFit, template: Template) -> tuple[float, float]:
     """(coverage of the visible skin, mean distance of the covered vertices) of an identity fit."""
-    m = fit.matches
+    m = fit.strong.matches if fit.strong is not None else fit.matches
     coverage = float(m.valid[template.fit].mean())
     mean = float(np.abs(m.plane[m.valid]).mean()) if m.valid.any() else np.inf
     return coverage, mean
@@ -115,7 +115,8 @@ def register_scan(verts: np.ndarray, faces: np.ndarray | None, units: str | None
               cfg.refine.min_normal_dot, template.fit)
     residual = np.where(m.valid, surface_distance(m, scan.spacing), np.nan)
     mean, p95, worst, coverage = residual_stats(residual, template.fit)
-    warnings = assess(mean, p95, coverage, fit.coefficients, identity_mean, cfg.report, where)
+    strong = fit.strong.coefficients if fit.strong is not None else fit.coefficients
+    warnings = assess(mean, p95, coverage, strong, identity_mean, cfg.report, where)
     report = RegistrationReport(
         scan=where, scan_vertices=int(len(verts)), scan_faces=int(len(faces)), units=unit, units_note=units_note,
         residual_mm=residual, mean_mm=mean, p95_mm=p95, max_mm=worst, coverage=coverage,

@@ -113,11 +113,16 @@ def assess(mean: float, p95: float, coverage: float, identity: np.ndarray, ident
             f"{100 * cfg.fail_coverage:.0f}% is needed): it is a fragment (e.g. only the nose) or not a face; "
             "scan the whole front of the face from ear to ear and brow to chin")
     sigma = float(np.abs(identity).max()) if len(identity) else 0.0
-    if identity_mean > cfg.fail_mean_mm or sigma > cfg.fail_identity_sigma:
+    if sigma > cfg.fail_identity_sigma:
+        raise RegistrationError(
+            f"{where}: the scan does not look like a face: the face model can only follow it with an identity "
+            f"{sigma:.1f} standard deviations from the average face (faces stay within ~4); check that this is "
+            "a scan of a neutral face")
+    if identity_mean > cfg.fail_mean_mm:
         raise RegistrationError(
             f"{where}: the scan does not look like a face: the best face-model fit stays {identity_mean:.1f} mm "
-            f"from it on average (a face fits within ~1 mm) and needs an identity {sigma:.1f} standard "
-            "deviations from the average face; check that this is a neutral face scan")
+            f"from it on average (a face scan fits within ~{cfg.fail_mean_mm:g} mm); check that this is a scan "
+            "of a neutral face")
     warnings = []
     if coverage < cfg.warn_coverage:
         warnings.append(f"open fragment: the scan covers {100 * coverage:.0f}% of the face; the rest "
