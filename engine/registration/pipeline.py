@@ -175,7 +175,7 @@ def register_file(scan_path: str | os.PathLike, out_path: str | os.PathLike, uni
     if cancel is not None and cancel():
         raise RegistrationCancelled(f"{scan_path}: registration cancelled; nothing was written")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_mesh(out_path, result.verts, result.faces, result.uvs)
+    save_mesh(out_path, result.verts, result.faces)  # like the dataset neutrals: no UVs, no material files
     save_report(result.report, report_path(out_path))
     return result
 
