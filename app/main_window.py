@@ -18,7 +18,7 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QImage, QKeySequen
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMessageBox, QSplitter, QVBoxLayout,
                                QWidget)
 
-from app import paths
+from app import paths, registration
 from app.actions import StudioActions
 from app.logs import report
 from app.output_controller import SHAPE_NAMES, OutputController
@@ -219,6 +219,7 @@ class MainWindow(QMainWindow):
         self.source_panel.open_requested.connect(self.open_source)
         self.source_panel.headset_selected.connect(self._on_headset_selected)
         self.neutral_panel.load_requested.connect(self.load_neutral)
+        self.neutral_panel.register_requested.connect(self.register_scan)
         self.playback.play_toggled.connect(s.set_playing)
         self.playback.step.connect(s.step)
         self.playback.seek.connect(s.seek)
@@ -349,7 +350,12 @@ class MainWindow(QMainWindow):
         shown["message"] = f"Driving {name} with this neutral mesh ({info.units} converted to mm)."
         self.neutral_panel.show_info(shown)
         self.session.set_user_subject(name, str(path), avatar)
+        registration.show_saved_report(self.neutral_panel, str(path))
         return True
+
+    def register_scan(self, scan: str, out: str, units: str | None = None):
+        """Register a face scan to the model topology off the GUI thread, then drive it (app/registration.py)."""
+        return registration.start_registration(self, scan, out, units)
 
     # ----- session reports
     def _on_frame(self, bundle: Any) -> None:

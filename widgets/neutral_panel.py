@@ -4,6 +4,12 @@ MIA's shape network G only needs a neutral mesh S_N, but it must share the topol
 the model was trained on. The panel asks for a file (``load_requested(path)``) and
 shows what the session found: vertex count, units, size, and — on a mismatch — the
 explanation in red (e.g. "expected 7492 vertices (topology ict-narrow-iris), got 5023").
+
+A scan in any other topology, units or pose is registered to the model first: "Register scan…"
+asks for the scan and where to write the registered neutral (``register_requested(scan, out)``);
+the window runs the registration off the GUI thread and hands back its quality report
+(``show_registration``): a heat map of the per-vertex residual on the face, the mean, 95th
+percentile and coverage, and any warnings.
 """
 from __future__ import annotations
 
@@ -13,9 +19,12 @@ from typing import Any, Mapping
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from widgets.residual_map import ResidualMap
 from widgets.status_label import StatusLabel
 
 MESH_FILTER = "Meshes (*.obj *.ply *.glb);;All files (*)"
+SCAN_FILTER = "Scans (*.obj *.ply *.stl *.glb *.gltf *.off);;All files (*)"
+REGISTERED_FILTER = "Meshes (*.obj *.ply)"
 OK_STYLE = "color: #3aa655;"
 BAD_STYLE = "color: #e0453a;"
 
@@ -24,11 +33,19 @@ class NeutralMeshPanel(QWidget):
     """"Load neutral mesh…" button plus a read-out of the loaded mesh."""
 
     load_requested = Signal(str)
+    register_requested = Signal(str, str)  # scan file, registered neutral to write
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.load_button = QPushButton("Load neutral mesh…")
         self.load_button.clicked.connect(self._browse)
+        self.register_button = QPushButton("Register scan…")
+        self.register_button.setToolTip("Register a face scan of any topology, units and pose to the model")
+        self.register_button.clicked.connect(self._browse_scan)
+        self.residual_map = ResidualMap()
+        self.registration_label = QLabel("")
+        self.registration_label.setWordWrap(True)
+        self.registration_label.hide()
         self._fields = {key: QLabel("–") for key in
                         ("file", "vertices", "units", "size", "topology", "mode")}
         form = QFormLayout()
@@ -40,8 +57,11 @@ class NeutralMeshPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.load_button)
+        layout.addWidget(self.register_button)
         layout.addLayout(form)
         layout.addWidget(self.message)
+        layout.addWidget(self.residual_map)
+        layout.addWidget(self.registration_label)
         layout.addStretch(1)
         self._last_dir = ""
 
@@ -71,6 +91,31 @@ class NeutralMeshPanel(QWidget):
             label.setStyleSheet("")
         self.message.show_message(text, ok=False)
 
+    def show_registration(self, verts: Any, faces: Any, residual: Any, summary: str,
+                          warnings: list[str] | None = None, scale_mm: float = 1.0) -> None:
+        """A registration's quality: heat map of ``residual`` (mm per vertex, NaN = not covered)
+        on the registered mesh, its summary line and warnings (red when there are any)."""
+        self.residual_map.show_residuals(verts, faces, residual, scale_mm)
+        text = f"Registration: {summary}. Colour: 0 (blue) to {scale_mm:g} mm (red); grey: not in the scan."
+        if warnings:
+            text += "\n" + "\n".join(f"⚠ {w}" for w in warnings)
+        self.registration_label.setText(text)
+        self.registration_label.setStyleSheet(BAD_STYLE if warnings else "")
+        self.registration_label.show()
+
+    def clear_registration(self) -> None:
+        self.residual_map.clear_map()
+        self.registration_label.clear()
+        self.registration_label.hide()
+
+    @property
+    def registration_text(self) -> str:
+        return self.registration_label.text()
+
+    def set_registering(self, busy: bool) -> None:
+        """Only one registration at a time: the button is off while one runs."""
+        self.register_button.setEnabled(not busy)
+
     @property
     def message_text(self) -> str:
         return self.message.text()
@@ -81,3 +126,14 @@ class NeutralMeshPanel(QWidget):
         if path:
             self._last_dir = os.path.dirname(path)
             self.load_requested.emit(path)
+
+    def _browse_scan(self) -> None:
+        scan, _ = QFileDialog.getOpenFileName(self, "Register a face scan", self._last_dir, SCAN_FILTER)
+        if not scan:
+            return
+        self._last_dir = os.path.dirname(scan)
+        stem = os.path.splitext(os.path.basename(scan))[0]
+        default = os.path.join(os.path.dirname(scan), f"{stem}_registered", "neutral.obj")
+        out, _ = QFileDialog.getSaveFileName(self, "Save the registered neutral as", default, REGISTERED_FILTER)
+        if out:
+            self.register_requested.emit(scan, out)

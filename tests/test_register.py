@@ -1,0 +1,175 @@
+"""Registration of neutral scans of any topology, units and pose (engine/registration, `mia register`).
+
+Scans are made from the kit's identities but not in its topology (engine/registration/synthetic.py):
+remeshed, cropped, noisy, in other units and at random poses, so the error against the true neutral
+can be measured. Decimated scans keep each registration to a few seconds.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from engine.errors import MeshError, MiaError
+from engine.facemodel import load_face_model
+from engine.registration import (RegistrationCancelled, load_report, register_file, register_scan,
+                                 report_path)
+from engine.registration.landmarks import LANDMARKS, parse_landmarks
+from engine.registration.synthetic import ScanSpec, make_scan
+from engine.registration.units import unit_candidates
+from engine.synth.config import IdentityConfig
+from engine.synth.identity import make_identity
+
+MAX_MEAN_MM = 0.5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_face_model()
+
+
+def identity(model, index: int) -> np.ndarray:
+    return make_identity(model, index, 11, IdentityConfig()).shape_weights
+
+
+def errors(verts: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    e = np.linalg.norm(np.asarray(verts, np.float64) - truth, axis=1)
+    return float(e.mean()), float(np.percentile(e, 95))
+
+
+@pytest.mark.parametrize("spec", [
+    ScanSpec(remesh="retriangulate", cell_mm=3.0, units="cm", seed=1),
+    ScanSpec(remesh="decimate", cell_mm=3.0, units="in", noise_mm=0.1, seed=2),
+    ScanSpec(remesh="retriangulate", cell_mm=3.0, crop_front=True, units="m", seed=3),
+], ids=["retriangulated-cm", "decimated-noisy-in", "front-crop-m"])
+def test_remeshed_scans_register_within_half_a_millimetre(model, spec):
+    verts, faces, truth = make_scan(model, identity(model, spec.seed), spec)
+    assert len(verts) != len(truth)  # not the model topology
+    result = register_scan(verts, faces)
+    mean, p95 = errors(result.verts, truth)
+    assert mean < MAX_MEAN_MM and p95 < 3 * MAX_MEAN_MM, (mean, p95)
+    assert result.verts.shape == truth.shape and np.array_equal(result.faces, model.topology.faces)
+    report = result.report
+    assert report.units == spec.units
+    assert report.mean_mm < 0.5 and report.coverage > 0.6
+    assert report.residual_mm.shape == (len(truth),)
+    if spec.crop_front:
+        assert report.coverage < 0.95  # the sides of the face come from the model fit
+
+
+def test_units_are_given_or_judged_from_the_size():
+    face = np.random.default_rng(0).uniform(-1, 1, (500, 3)) * [70, 100, 50]  # ~200 mm across
+    assert [u for u, _ in unit_candidates(face)] == ["mm"]
+    assert [u for u, _ in unit_candidates(face / 1000)] == ["m"]
+    assert [u for u, _ in unit_candidates(face / 10)] == ["cm"]
+    assert {u for u, _ in unit_candidates(face / 10 * 0.6)} == {"cm", "in"}  # ambiguous: the fit decides
+    assert unit_candidates(face, "in") == [("in", 25.4)]
+    with pytest.raises(MeshError, match="no face size"):
+        unit_candidates(face * 100)
+    with pytest.raises(MeshError, match="unknown unit"):
+        unit_candidates(face, "ft")
+
+
+def _nose_only(model):
+    verts, faces, _ = make_scan(model, identity(model, 5), ScanSpec(remesh="subdivide", pose=False))
+    tip = model.identity_shape(identity(model, 5))[model.landmarks68[30]]
+    return verts, faces[(np.linalg.norm(verts[faces] - tip, axis=2) < 28).all(1)]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("empty", "no vertices"),
+    ("point cloud", "no triangles"),
+    ("sphere", "does not look like a face"),
+    ("nose only", "fragment"),
+])
+def test_bad_scans_get_a_clear_message(model, case, words):
+    if case == "empty":
+        verts, faces = np.zeros((0, 3)), None
+    elif case == "point cloud":
+        verts, faces = np.random.default_rng(0).normal(size=(2000, 3)) * 60, None
+    elif case == "sphere":
+        sphere = trimesh.creation.icosphere(4, radius=90.0)
+        verts, faces = sphere.vertices, sphere.faces
+    else:
+        verts, faces = _nose_only(model)
+    with pytest.raises(MiaError, match=words) as err:
+        register_scan(verts, faces, where="bad.obj")
+    assert "bad.obj" in str(err.value)
+
+
+def test_register_file_writes_a_driveable_neutral_and_its_report(model, tmp_path):
+    """An STL export of a neutral in the model topology (STL splits every vertex per triangle)."""
+    from engine.meshio import load_neutral
+    truth = model.to_topology(model.identity_shape(identity(model, 7))).astype(np.float64)
+    scan = tmp_path / "scan.stl"
+    trimesh.Trimesh(truth / 10.0, model.topology.faces, process=False).export(scan)  # in cm
+    out = tmp_path / "me" / "neutral.obj"
+    stages = []
+    result = register_file(scan, out, progress=lambda done, total, text: stages.append(done))
+    topo = model.topology
+    verts, info = load_neutral(out, topo.vertex_count, topo.faces, topo.name)
+    assert info.matches_topology and stages[-1] == 5
+    mean, _ = errors(verts, truth)
+    assert mean < 0.2, mean
+    report = load_report(report_path(out))
+    assert report_path(out).name == "neutral.registration.json"
+    assert report.units == "cm" and report.scan_faces == len(topo.faces)
+    saved = json.loads(report_path(out).read_text())
+    assert len(saved["residual_mm"]) == topo.vertex_count
+    assert {"mean_mm", "p95_mm", "coverage", "warnings"} <= set(saved)
+    assert np.allclose(np.nan_to_num(report.residual_mm), np.nan_to_num(result.report.residual_mm), atol=1e-3)
+
+
+def test_landmarks_fix_the_pose(model):
+    from scipy.spatial.transform import Rotation
+    weights = identity(model, 8)
+    verts, faces, truth = make_scan(model, weights, ScanSpec(remesh="retriangulate", cell_mm=3.0, pose=False))
+    R = Rotation.from_euler("xyz", [170, -40, 60], degrees=True).as_matrix()
+    t = np.array([300.0, -20.0, 55.0])
+    marks = {name: (truth[model.landmarks68[i]] @ R.T + t) / 10.0 for name, i in LANDMARKS.items()
+             if name in ("nose_tip", "left_eye_outer", "right_eye_outer", "chin")}
+    result = register_scan((verts @ R.T + t) / 10.0, faces, landmarks=marks)
+    mean, _ = errors(result.verts, truth)
+    assert mean < MAX_MEAN_MM and result.report.landmarks == sorted(marks)
+    assert result.report.units == "cm"
+
+
+def test_landmark_files_are_checked():
+    ok = parse_landmarks([{"name": "nose_tip", "point": [0, 0, 1]}, {"name": "chin", "point": [0, -5, 0]},
+                          {"name": "lm68_36", "point": [-3, 3, 0]}])
+    assert set(ok) == {"nose_tip", "chin", "lm68_36"}
+    with pytest.raises(MeshError, match="at least 3"):
+        parse_landmarks({"nose_tip": [0, 0, 1]})
+    with pytest.raises(MeshError, match="unknown landmark"):
+        parse_landmarks({"nose": [0, 0, 1], "chin": [0, 1, 0], "lm68_1": [1, 1, 1]})
+    with pytest.raises(MeshError, match="three finite numbers"):
+        parse_landmarks({"nose_tip": [0, 0], "chin": [0, 1, 0], "lm68_1": [1, 1, 1]})
+
+
+def test_cancel_writes_nothing(model, tmp_path):
+    verts, faces, _ = make_scan(model, identity(model, 9), ScanSpec(remesh="decimate", cell_mm=3.0))
+    scan = tmp_path / "scan.ply"
+    trimesh.Trimesh(verts, faces, process=False).export(scan)
+    with pytest.raises(RegistrationCancelled):
+        register_file(scan, tmp_path / "neutral.obj", cancel=lambda: True)
+    assert not (tmp_path / "neutral.obj").exists() and not report_path(tmp_path / "neutral.obj").exists()
+
+
+def test_cli_register_and_its_errors(model, tmp_path, capsys):
+    from app.cli import main
+    verts, faces, truth = make_scan(model, identity(model, 10), ScanSpec(remesh="decimate", cell_mm=3.0, seed=4))
+    scan = tmp_path / "scan.obj"
+    trimesh.Trimesh(verts, faces, process=False).export(scan)
+    out = tmp_path / "neutral.obj"
+    assert main(["register", str(scan), "--out", str(out), "--units", "mm", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "coverage" in printed and out.exists() and report_path(out).exists()
+    cloud = tmp_path / "cloud.ply"
+    trimesh.PointCloud(verts).export(cloud)
+    assert main(["register", str(cloud), "--out", str(tmp_path / "x.obj"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no triangles" in err and "Traceback" not in err
+    assert main(["register", str(tmp_path / "missing.obj"), "--out", str(tmp_path / "x.obj"), "--quiet"]) == 2
+    assert "no such scan file" in capsys.readouterr().err
