@@ -1,7 +1,8 @@
 """Registration of a neutral face scan onto the model topology: the stages in order.
 
 ``register_scan`` (arrays) and ``register_file`` (a mesh file in, ``neutral.obj`` + report out) run:
-check the scan -> units (given, or each plausible unit tried and the better fit kept) -> dense
+check the scan -> units (given, or each plausible unit tried and the one whose rigid alignment
+of the average face is closer kept) -> dense
 samples -> rigid alignment (landmarks or automatic) -> identity fit -> non-rigid refinement ->
 report and warnings. The result is in the model's frame and millimetres, vertex for vertex in the
 model topology, so G can drive it like any neutral the project wrote.
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from engine.errors import MeshError
+from engine.registration.blas import single_threaded_blas
 from engine.registration.config import RegistrationConfig
 from engine.registration.correspond import match, surface_distance
 from engine.registration.identity_fit import IdentityFit, fit_identity
@@ -24,7 +26,7 @@ from engine.registration.landmarks import landmark_index, load_landmarks
 from engine.registration.nonrigid import refine
 from engine.registration.report import (RegistrationCancelled, RegistrationError, RegistrationReport, assess,
                                         report_path, residual_stats, save_report)
-from engine.registration.rigid import align, kabsch
+from engine.registration.rigid import Pose, align, kabsch
 from engine.registration.scan import ScanSurface, check_scan, sample_surface
 from engine.registration.template import Template, load_template
 from engine.registration.units import unit_candidates
@@ -72,7 +74,13 @@ def register_scan(verts: np.ndarray, faces: np.ndarray | None, units: str | None
                   progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
                   where: str = "scan") -> RegistrationResult:
     """Register a scan (its own vertices, triangles, units and pose) to the model topology."""
-    cfg = config or RegistrationConfig()
+    with single_threaded_blas():
+        return _register(verts, faces, units, landmarks, config or RegistrationConfig(), progress, cancel, where)
+
+
+def _register(verts: np.ndarray, faces: np.ndarray | None, units: str | None,
+              landmarks: dict[str, np.ndarray] | None, cfg: RegistrationConfig, progress: Progress | None,
+              cancel: Callable[[], bool] | None, where: str) -> RegistrationResult:
     started = time.perf_counter()
 
     def step(stage: int, text: str) -> None:
@@ -93,21 +101,22 @@ def register_scan(verts: np.ndarray, faces: np.ndarray | None, units: str | None
     if landmarks and len(candidates) > 1:
         candidates = [_landmark_unit(landmarks, candidates, template)]
         units_note = "detected from the landmarks"
-    fits: list[tuple[float, float, str, ScanSurface, IdentityFit]] = []
+    aligned: list[tuple[float, str, ScanSurface, Pose]] = []
     skin = template.mean[template.fit]
     for name, factor in candidates:
         step(1, f"aligning the face model to the scan ({name})…")
         scan = sample_surface(verts * factor, faces, cfg.scan)
         start = _landmark_start(landmarks, factor, template) if landmarks else None
-        pose, _ = align(skin, scan, cfg.rigid, start, check_cancel, template.head)
-        step(2, f"fitting the face model's identity ({name})…")
-        fit = fit_identity(template, scan, pose, cfg.identity)
-        coverage, mean = _fit_quality(fit, template)
-        fits.append((coverage, mean, name, scan, fit))
-    if len(fits) > 1:
-        units_note = (f"detected: {' or '.join(f[2] for f in fits)} fit the scan's size, "
-                      "the better face-model fit was kept; pass --units to be sure")
-    coverage, identity_mean, unit, scan, fit = min(fits, key=lambda f: f[1] / max(f[0], 1e-3))
+        pose, score = align(skin, scan, cfg.rigid, start, check_cancel, template.head)
+        aligned.append((score, name, scan, pose))
+    score, unit, scan, pose = min(aligned, key=lambda a: a[0])
+    if len(aligned) > 1:
+        units_note = (f"detected: {' or '.join(a[1] for a in aligned)} fit the scan's size; {unit} aligned the "
+                      f"average face closer ({score:.1f} mm against "
+                      f"{min(a[0] for a in aligned if a[1] != unit):.1f} mm); pass --units to be sure")
+    step(2, "fitting the face model's identity…")
+    fit = fit_identity(template, scan, pose, cfg.identity)
+    coverage, identity_mean = _fit_quality(fit, template)
     step(3, "refining the surface…")
     verts_out = refine(template, scan, fit.pose, fit.verts, cfg.refine)
     step(4, "measuring the fit…")
