@@ -71,6 +71,7 @@ def start_registration(window: MainWindow, scan: str, out: str, units: str | Non
 
     task, dialog = run_in_dialog(window, "Register scan", lambda ctx: register(ctx, scan, out, units), done,
                                  cancelled_text="Registration cancelled; nothing was written.")
-    task.finished.connect(lambda: panel.set_registering(False))
+    for signal in (task.finished_with, task.failed, task.cancelled):
+        signal.connect(lambda *_: panel.set_registering(False))
     window.actions.jobs.append((task, dialog))
     return task, dialog
