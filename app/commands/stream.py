@@ -199,7 +199,10 @@ def run(args) -> int:
         raise MiaError("live cameras: pass --subject ID (or a neutral mesh file) for the person wearing the headset")
     config = output_config(args)
     checkpoint = model_path(args.model)
-    with sigterm_as_interrupt():
+    from engine.registration.blas import single_threaded_blas
+    # numpy's work per frame (the ARKit fit, a compact capture's ground-truth meshes) is small; split
+    # over the cores of a busy machine, OpenBLAS's spinning threads slowed the whole loop ~3x (measured).
+    with sigterm_as_interrupt(), single_threaded_blas():
         return _stream(args, spec, config, checkpoint)
 
 

@@ -9,6 +9,9 @@ left out of the fit: gaze rotates them, not the modes; gaze is read from them se
 The fit is made cheap by factoring once: with A the (3V, E) basis and R the Cholesky factor of
 AᵀA + λI = RᵀR, min ||Aw - d||² + λ||w||² equals min ||Rw - y||² with Rᵀy = Aᵀd, an E x E system:
 a frame costs one (E x 3V) product plus a tiny bounded solve (NNLS, or BVLS when 1 binds).
+That product runs on one BLAS thread: split over both cores of a busy 2-core machine, OpenBLAS
+made it ~9 ms instead of ~1 ms a frame and its spinning threads slowed the rest of the frame loop
+(`mia stream` of the demo capture: 35 -> 83 fps, measured).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.optimize import lsq_linear, nnls
 
 from engine.output.arkit import IctToArkit
+from engine.registration.blas import single_threaded_blas
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class BlendshapeSolver:
         single = meshes.ndim == 2
         meshes = meshes[None] if single else meshes
         d = (meshes - np.asarray(neutrals, np.float32))[:, self.fit_vertices].reshape(len(meshes), -1)
-        rhs = (d @ self._basis.T).astype(np.float64)  # (N, E) = Aᵀd
+        with single_threaded_blas():
+            rhs = (d @ self._basis.T).astype(np.float64)  # (N, E) = Aᵀd
         out = np.empty((len(meshes), self.expression_dim), np.float32)
         for k, b in enumerate(rhs):
             y = solve_triangular(self._r, b, trans="T")  # Rᵀy = Aᵀd, so ||Rw - y||² is the fit
