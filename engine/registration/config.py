@@ -21,9 +21,10 @@ class ScanConfig:
 class RigidConfig:
     """Automatic rigid alignment: PCA frames x the 24 rotations of a cube, then trimmed ICP."""
 
-    coarse_points: int = 800         # scan and template points used for the multi-start search
-    coarse_iterations: int = 12
-    refine_starts: int = 3           # best coarse starts refined further
+    coarse_points: int = 800         # template points used for the multi-start search
+    coarse_scan_points: int = 8000   # scan samples it matches against (denser: less biased point-to-point)
+    coarse_iterations: int = 20
+    refine_starts: int = 6           # best coarse starts (per template) refined further
     refine_iterations: int = 20
     trim: float = 0.7                # fraction of template points kept (the rest may lie off a cropped scan)
 

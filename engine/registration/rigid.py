@@ -169,7 +169,7 @@ def align(face_pts: np.ndarray, scan: ScanSurface, cfg: RigidConfig, start: Pose
     face = face_pts[:: max(1, len(face_pts) // cfg.coarse_points)]
     if start is not None:
         return icp_point_to_plane(face, scan, start, cfg.refine_iterations, cfg.trim)
-    sub = scan.subsample(2 * cfg.coarse_points)
+    sub = scan.subsample(cfg.coarse_scan_points)
     scan_pts, border = scan.points[sub], scan.border[sub]
     tree = cKDTree(scan_pts)
     starts = []

@@ -95,9 +95,11 @@ class ScanSurface:
         return dist, np.minimum(idx, len(self.points) - 1)
 
     def subsample(self, count: int) -> np.ndarray:
-        """About ``count`` sample indices spread evenly (a fixed stride, so deterministic)."""
-        step = max(1, len(self.points) // max(count, 1))
-        return np.arange(0, len(self.points), step)
+        """``count`` sample indices drawn uniformly with a fixed seed (deterministic). Not a fixed
+        stride: scan files often list vertices in grid order, and a stride then aliases into stripes."""
+        if count >= len(self.points):
+            return np.arange(len(self.points))
+        return np.sort(np.random.default_rng(0).choice(len(self.points), count, replace=False))
 
 
 def sample_surface(verts: np.ndarray, faces: np.ndarray, cfg: ScanConfig | None = None) -> ScanSurface:

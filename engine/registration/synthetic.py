@@ -28,6 +28,7 @@ SKIN_RANGES = ("face", "head_neck")
 class ScanSpec:
     remesh: str = "retriangulate"   # none | subdivide | decimate | retriangulate
     cell_mm: float = 2.0
+    subdivisions: int = 1           # midpoint splits before re-triangulating (more: denser scans)
     crop_front: bool = False
     crop_z_mm: float = 70.0
     noise_mm: float = 0.0
@@ -78,7 +79,7 @@ def make_scan(model: FaceModel, identity: np.ndarray, spec: ScanSpec) -> tuple[n
     verts, faces = skin_mesh(model, full)
     if spec.crop_front:
         faces = faces[(verts[faces][:, :, 2] > spec.crop_z_mm).all(1)]
-    if spec.remesh in ("subdivide", "retriangulate"):
+    for _ in range(spec.subdivisions if spec.remesh in ("subdivide", "retriangulate") else 0):
         verts, faces = subdivide(verts, faces)
     if spec.remesh == "decimate":
         verts, faces = cluster(verts, faces, spec.cell_mm)
