@@ -19,10 +19,13 @@ class ScanConfig:
 
 @dataclass
 class RigidConfig:
-    """Automatic rigid alignment: PCA frames x the 24 rotations of a cube, then trimmed ICP."""
+    """Automatic rigid alignment: PCA frames x 168 start rotations, then trimmed ICP."""
 
     coarse_points: int = 800         # template points used for the multi-start search
     coarse_scan_points: int = 8000   # scan samples it matches against (denser: less biased point-to-point)
+    screen_points: int = 200         # template points of that screening
+    screen_iterations: int = 4       # ICP steps every start rotation gets
+    screen_keep: int = 16            # starts continued for coarse_iterations
     coarse_iterations: int = 20
     refine_starts: int = 6           # best coarse starts (per template) refined further
     refine_iterations: int = 20
@@ -37,6 +40,7 @@ class IdentityFitConfig:
     iterations: int = 12             # per phase: strong prior, then relaxing to the weak one
     prior_start: float = 5e-3        # Tikhonov weight on the coefficients, per match (unit-variance prior)
     prior: float = 5e-5              # the weak prior the continuation ends at
+    starts: int = 3                  # distinct rigid poses given a strong-prior fit; the best one continues
     plausible_sigma: float = 4.0     # coefficients beyond this are not trusted from the weak prior
     max_distance_mm: float = 10.0    # matches further than this are ignored
     min_normal_dot: float = 0.5      # model and scan normals must agree this well

@@ -65,7 +65,7 @@ def joint_step(template: Template, m: Matches, pose: Pose, beta: np.ndarray, pri
 
 
 def fit_identity(template: Template, scan, pose: Pose, cfg: IdentityFitConfig,
-                 progress: Callable[[int, int], None] | None = None) -> IdentityFit:
+                 progress: Callable[[int, int], None] | None = None, strong_only: bool = False) -> IdentityFit:
     """Strong-prior fit (finds the basin; judged by ``assess``), then a continuation to the weak prior
     that keeps the last iterate whose coefficients stay plausible."""
     k = min(cfg.modes, template.modes.shape[0])
@@ -73,7 +73,7 @@ def fit_identity(template: Template, scan, pose: Pose, cfg: IdentityFitConfig,
     verts = template.mean.copy()
     radii = np.geomspace(cfg.max_distance_mm, FINAL_RADIUS_MM, max(cfg.iterations // 2, 1))
     priors = np.geomspace(cfg.prior_start, cfg.prior, cfg.iterations)
-    total = 2 * cfg.iterations
+    total = cfg.iterations if strong_only else 2 * cfg.iterations
     strong: IdentityFit | None = None
     kept: tuple[np.ndarray, Pose] | None = None
     for it in range(total):

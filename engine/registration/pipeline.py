@@ -53,6 +53,23 @@ def _fit_quality(fit: IdentityFit, template: Template) -> tuple[float, float]:
     return coverage, mean
 
 
+def _best_start(template: Template, scan: ScanSurface, poses: list[tuple[float, Pose]], cfg: RegistrationConfig,
+                check_cancel: Callable[[], None]) -> Pose:
+    """The rigid pose whose strong-prior identity fit explains the scan best (residual over coverage):
+    the rigid score of the average face alone can prefer a pose a few millimetres off."""
+    if len(poses) == 1:
+        return poses[0][1]
+    best = None
+    for _, pose in poses:
+        check_cancel()
+        fit = fit_identity(template, scan, pose, cfg.identity, strong_only=True)
+        coverage, mean = _fit_quality(fit, template)
+        quality = mean / max(coverage, 1e-3) ** 2
+        if best is None or quality < best[0]:
+            best = (quality, pose)
+    return best[1]
+
+
 def _landmark_start(landmarks: dict[str, np.ndarray], factor: float, template: Template):
     names = list(landmarks)
     model_pts = template.mean[template.landmarks68[[landmark_index(n) for n in names]]]
@@ -101,20 +118,20 @@ def _register(verts: np.ndarray, faces: np.ndarray | None, units: str | None,
     if landmarks and len(candidates) > 1:
         candidates = [_landmark_unit(landmarks, candidates, template)]
         units_note = "detected from the landmarks"
-    aligned: list[tuple[float, str, ScanSurface, Pose]] = []
-    skin = template.mean[template.fit]
+    aligned: list[tuple[float, str, ScanSurface, list[tuple[float, Pose]]]] = []
     for name, factor in candidates:
         step(1, f"aligning the face model to the scan ({name})…")
         scan = sample_surface(verts * factor, faces, cfg.scan)
         start = _landmark_start(landmarks, factor, template) if landmarks else None
-        pose, score = align(skin, scan, cfg.rigid, start, check_cancel, template.head)
-        aligned.append((score, name, scan, pose))
-    score, unit, scan, pose = min(aligned, key=lambda a: a[0])
+        poses = align(template.skin, scan, cfg.rigid, start, check_cancel, (template.head, template.head_normals))
+        aligned.append((poses[0][0], name, scan, poses))
+    score, unit, scan, poses = min(aligned, key=lambda a: a[0])
     if len(aligned) > 1:
         units_note = (f"detected: {' or '.join(a[1] for a in aligned)} fit the scan's size; {unit} aligned the "
                       f"average face closer ({score:.1f} mm against "
                       f"{min(a[0] for a in aligned if a[1] != unit):.1f} mm); pass --units to be sure")
     step(2, "fitting the face model's identity…")
+    pose = _best_start(template, scan, poses[: cfg.identity.starts], cfg, check_cancel)
     fit = fit_identity(template, scan, pose, cfg.identity)
     coverage, identity_mean = _fit_quality(fit, template)
     step(3, "refining the surface…")

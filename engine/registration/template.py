@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-from engine.facemodel import FaceModel, load_face_model
+from engine.facemodel import FaceModel, _subset_faces, load_face_model
 from engine.registration.scan import vertex_normals
 
 BACK_FACING_Z = -0.05
@@ -45,6 +45,7 @@ class Template:
     topology_hash: str
     kit_index: np.ndarray     # (V,) into the full kit
     head: np.ndarray          # (H, 3) mean outer skin of the whole head (face, scalp, neck), for alignment
+    head_normals: np.ndarray  # (H, 3)
 
     @property
     def vertex_count(self) -> int:
@@ -54,6 +55,11 @@ class Template:
         """Mean + identity modes weighted by ``coefficients`` (the first len(coefficients) modes)."""
         k = len(coefficients)
         return self.mean + self.modes_v[:, :, :k] @ coefficients
+
+    @property
+    def skin(self) -> tuple[np.ndarray, np.ndarray]:
+        """(points, normals) of the mean face's visible skin, the rigid template."""
+        return self.mean[self.fit], self.normals(self.mean)[self.fit]
 
     def normals(self, verts: np.ndarray) -> np.ndarray:
         return vertex_normals(verts, self.faces)
@@ -80,9 +86,12 @@ def build_template(model: FaceModel) -> Template:
     fit = ~eyes & (normals[:, 2] > BACK_FACING_Z)
     landmarks = np.array([kit_pos[int(k)] for k in model.landmarks68], np.int64)
     modes = model.identity_modes[:, kit].astype(np.float64)
-    head = model.neutral[np.concatenate([model.vertex_range(n) for n in HEAD_RANGES])].astype(np.float64)
+    head_index = np.concatenate([model.vertex_range(n) for n in HEAD_RANGES])
+    head = model.neutral[head_index].astype(np.float64)
+    head_faces = _subset_faces(model.faces, head_index, model.vertex_count).astype(np.int64)
+    head_normals = vertex_normals(head, head_faces)
     return Template(mean, modes, np.ascontiguousarray(modes.transpose(1, 2, 0)), faces, topo.uvs, fit, eyes,
-                    landmarks, graph_laplacian(faces, len(kit)), topo.name, topo.hash, kit, head)
+                    landmarks, graph_laplacian(faces, len(kit)), topo.name, topo.hash, kit, head, head_normals)
 
 
 @lru_cache(maxsize=1)
