@@ -116,13 +116,15 @@ def assess(mean: float, p95: float, coverage: float, identity: np.ndarray, ident
     if sigma > cfg.fail_identity_sigma:
         raise RegistrationError(
             f"{where}: the scan does not look like a face: the face model can only follow it with an identity "
-            f"{sigma:.1f} standard deviations from the average face (faces stay within ~4); check that this is "
-            "a scan of a neutral face")
+            f"{sigma:.1f} standard deviations from the average face (faces stay within ~4), or its pose was not "
+            "found automatically; check that this is a scan of a neutral face, or give a few landmarks "
+            "(mia register --landmarks)")
     if identity_mean > cfg.fail_mean_mm:
         raise RegistrationError(
             f"{where}: the scan does not look like a face: the best face-model fit stays {identity_mean:.1f} mm "
-            f"from it on average (a face scan fits within ~{cfg.fail_mean_mm:g} mm); check that this is a scan "
-            "of a neutral face")
+            f"from it on average (a face scan fits within ~{cfg.fail_mean_mm:g} mm), or its pose was not found "
+            "automatically; check that this is a scan of a neutral face, or give a few landmarks "
+            "(mia register --landmarks)")
     warnings = []
     if coverage < cfg.warn_coverage:
         warnings.append(f"open fragment: the scan covers {100 * coverage:.0f}% of the face; the rest "
