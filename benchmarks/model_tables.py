@@ -1,6 +1,6 @@
 """The paper's tables for the shipped model, on worlds no training saw (after `make model`).
 
-Uses the recipe's folders (engine/recipe.py, default data/model): the trained checkpoint run/last.pt,
+Uses the recipe's folders (engine/recipe.py, default data/model): the trained checkpoint run_wide/last.pt (stage 2),
 heldout/ (identities, headsets and sessions of seed TEST_SEED) and newcaps/ (new captures of trained
 identities). Trains the person-specific (PS) baseline of one trained identity on that identity's own
 training captures for the MIA-vs-PS comparison (cached in run_ps/). Prints Markdown tables:
@@ -105,13 +105,14 @@ def correspondence(engine, heldout: Path, pairs: list[tuple[str, str]]) -> tuple
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=ROOT / "data" / "model")
-    ap.add_argument("--checkpoint", type=Path, help="default ROOT/run/last.pt")
+    ap.add_argument("--checkpoint", type=Path, help="default: the recipe's final run (ROOT/run_wide/last.pt)")
     ap.add_argument("--ps-subject", default="id001")
     ap.add_argument("--ps-steps", type=int, default=1500)
     ap.add_argument("--out", type=Path, help="also write the tables and numbers here (.md and .json)")
     args = ap.parse_args()
     from engine.inference import InferenceEngine
-    engine = InferenceEngine(args.checkpoint or args.root / "run" / "last.pt")
+    from engine.recipe import RecipeConfig
+    engine = InferenceEngine(args.checkpoint or RecipeConfig(root=str(args.root)).final_run / "last.pt")
     out: list[str] = []
     t1, s1 = table1(engine, args.root / "heldout")
     out += ["## Table 1: untrained identities (held-out world)", "", *t1, "",
