@@ -34,6 +34,7 @@ demo: venv
 XVFB := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24")
 
 test: venv
+	$(BIN)/ruff check engine app widgets tests benchmarks
 	$(XVFB) $(BIN)/python -m pytest -q --durations=15 tests
 
 bench: venv

@@ -14,6 +14,7 @@ from app.cli import main as cli_main
 from engine.adapt import AdaptConfig, adapt, check_unchanged, shared_state
 from engine.checkpoint import load_checkpoint
 from engine.errors import CaptureError, CheckpointError, ConfigError
+from engine.mia.model import MIA
 from engine.train import train
 from test_train import NO_AUG, coded_copy, tiny_cfg, tiny_dataset
 

@@ -9,7 +9,7 @@ from engine.capture import open_capture
 from engine.facemodel import load_face_model
 from engine.synth.config import AppearanceConfig, SynthConfig
 from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset, make_world
-from engine.synth.headset import make_slop, session_poses
+from engine.synth.headset import make_slop
 from engine.synth.identity import albedo_texture, make_identity
 from engine.synth.performance import PEAKS, make_performance
 from engine.synth.world import make_environment
