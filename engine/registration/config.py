@@ -30,6 +30,10 @@ class RigidConfig:
     refine_starts: int = 6           # best coarse starts (per template) refined further
     refine_iterations: int = 20
     trim: float = 0.7                # fraction of template points kept (the rest may lie off a cropped scan)
+    nose_directions: int = 200       # directions searched for the nose tip (most protruding point)
+    nose_tips: int = 4               # candidate nose tips kept
+    nose_rolls: int = 12             # turns about the looking direction tried at each tip
+    head_search: bool = False        # also search with the whole-head template (the nose search made it redundant)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class ReportConfig:
     warn_coverage: float = 0.6
     fail_coverage: float = 0.3
     fail_mean_mm: float = 1.5
+    warn_identity_mm: float = 0.5     # the strong-prior face-model fit this far off: the pose may be wrong
     fail_identity_sigma: float = 5.0  # |coefficient| beyond this many standard deviations: not a face
 
 

@@ -33,6 +33,7 @@ from engine.registration.units import unit_candidates
 
 Progress = Callable[[int, int, str], None]
 STAGES = 5
+NOSE_TIP = 30  # iBUG-68 index of the nose tip
 
 
 @dataclass
@@ -123,7 +124,9 @@ def _register(verts: np.ndarray, faces: np.ndarray | None, units: str | None,
         step(1, f"aligning the face model to the scan ({name})…")
         scan = sample_surface(verts * factor, faces, cfg.scan)
         start = _landmark_start(landmarks, factor, template) if landmarks else None
-        poses = align(template.skin, scan, cfg.rigid, start, check_cancel, (template.head, template.head_normals))
+        head = (template.head, template.head_normals) if cfg.rigid.head_search else None
+        poses = align(template.skin, scan, cfg.rigid, start, check_cancel, head,
+                      template.mean[template.landmarks68[NOSE_TIP]])
         aligned.append((poses[0][0], name, scan, poses))
     score, unit, scan, poses = min(aligned, key=lambda a: a[0])
     if len(aligned) > 1:

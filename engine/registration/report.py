@@ -129,6 +129,11 @@ def assess(mean: float, p95: float, coverage: float, identity: np.ndarray, ident
     if coverage < cfg.warn_coverage:
         warnings.append(f"open fragment: the scan covers {100 * coverage:.0f}% of the face; the rest "
                         "comes from the face model's fit, not from the scan")
+    if identity_mean > cfg.warn_identity_mm:
+        warnings.append(f"uncertain pose: the face model fits the scan only within {identity_mean:.2f} mm on average "
+                        f"(a face scan in the right pose fits within ~{cfg.warn_identity_mm:g} mm): the automatic "
+                        "alignment may have put the face in the wrong place, or the scan is unusual; check the "
+                        "heat map, or give a few landmarks (mia register --landmarks)")
     if mean > cfg.warn_mean_mm or p95 > cfg.warn_p95_mm:
         warnings.append(f"poor fit: the registered face is {mean:.2f} mm from the scan on average "
                         f"(95th percentile {p95:.2f} mm; expected under {cfg.warn_mean_mm} / {cfg.warn_p95_mm} mm): "

@@ -1,17 +1,27 @@
 """Rigid alignment of the face template to a scan in any pose, with or without landmarks.
 
-Without landmarks the pose is found from geometry alone: the principal axes of the scan and of the
-mean face give a frame each, the 24 rotations of a cube between them cover every way the axes can
-pair up and point (a scan's longest axis may be its height or its width, and PCA signs are arbitrary),
-each also turned +-30 degrees about each axis (a head's width and depth are so alike that its axes in
-that plane are only rough); a few steps of trimmed point-to-point ICP screen every start on ~800
-template points and the most promising are continued. The few best starts are
-refined with point-to-plane ICP on the dense scan and the lowest trimmed residual wins. Trimming (only
-the closest ``trim`` fraction of template points count) lets a scan cover less than the template (a
-front crop) and matches on the scan's open border are ignored. A scan of a whole head is centred far
-behind the face, so the search also runs with the kit's whole-head skin as template and the best
-starts of both searches are refined on the face. With three or more landmarks the pose
-comes from a Kabsch fit of those points instead and only the refinement runs.
+Without landmarks the pose is found from geometry alone, by two searches whose best starts are
+refined together:
+
+- PCA starts: the principal axes of the scan and of the mean face give a frame each, and the 24
+  rotations of a cube between them (each also turned +-30 degrees about each axis) cover every way
+  the axes can pair up and point. This finds a front crop, whose axes are the face's.
+- Nose-tip starts: for 200 directions the scan's extreme point along the direction is taken and
+  scored by how far it protrudes above the surface 20-35 mm around it. Seen from the front the nose
+  tip stands 20-30 mm above cheeks and eyes; the extreme point of a round skull, a chin or a crop's
+  edge stands a few mm. The model's nose tip is put on the few most protruding tips, looking along
+  their direction, at 12 turns about it. This finds the face on a whole-head scan, whose overall
+  shape (nearly as deep as wide) says little about which way the face looks: the PCA search alone
+  put the face on the back of the head for 2 of 5 such scans.
+
+A few steps of trimmed point-to-point ICP screen every start on ~200 template points and the most
+promising are continued; the few best are refined with point-to-plane ICP on the dense scan (the
+pipeline then judges the best three by a strong-prior identity fit). Trimming (only the closest
+``trim`` fraction of template points count) lets a scan cover less than the template (a front crop)
+and matches on the scan's open border are ignored. An optional third search uses the kit's
+whole-head skin as template (``RigidConfig.head_search``, off: the nose search made it redundant).
+With three or more landmarks the pose comes from a Kabsch fit of those points instead and only the
+refinement runs.
 
 ``Pose`` maps model coordinates to scan coordinates: ``x_scan = R @ x_model + t``.
 """
@@ -168,22 +178,86 @@ def start_rotations() -> list[np.ndarray]:
     return [turn @ cube for cube in cube_rotations() for turn in turns]
 
 
+def fibonacci_directions(count: int) -> np.ndarray:
+    """``count`` unit vectors spread evenly over the sphere (deterministic)."""
+    i = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * i / count
+    phi = np.pi * (1.0 + 5 ** 0.5) * i
+    r = np.sqrt(1.0 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
+
+
+def _turn_z_to(d: np.ndarray) -> np.ndarray:
+    """A rotation taking +z onto the unit vector ``d``."""
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(z, d)
+    s, c = np.linalg.norm(axis), float(z @ d)
+    if s < 1e-9:
+        return np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+    return rotation_from_vector(axis / s * np.arctan2(s, c))
+
+
+def nose_candidates(scan_pts: np.ndarray, scan_normals: np.ndarray, border: np.ndarray, cfg: RigidConfig
+                    ) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Where the nose tip may be: [(protrusion mm, tip point, forward direction)], most protruding first.
+
+    For each of ``cfg.nose_directions`` directions d the scan's extreme point along d is taken, and its
+    protrusion is how far it stands out along d above the surface 20-35 mm around it (sideways to d,
+    facing d). Seen from the front, the nose tip stands 20-30 mm above the cheeks and eyes; the
+    extreme point of a round skull, a chin or a crop's open edge stands much less (a few mm), so the
+    tip and the direction the face looks are found without relying on the head's overall shape."""
+    dirs = fibonacci_directions(cfg.nose_directions)
+    along = scan_pts @ dirs.T                                   # (S, D)
+    out = []
+    for j, d in enumerate(dirs):
+        tip = int(np.argmax(along[:, j]))
+        if border[tip]:
+            continue
+        depth = along[tip, j] - along[:, j]
+        rel = scan_pts - scan_pts[tip]
+        lateral = np.sqrt(np.maximum((rel * rel).sum(1) - depth ** 2, 0.0))
+        ring = (lateral > 20.0) & (lateral < 35.0) & (depth < 60.0) & (scan_normals @ d > 0.2)
+        if ring.sum() < 10:
+            continue
+        out.append((float(np.median(depth[ring])), scan_pts[tip], d))
+    out.sort(key=lambda c: -c[0])
+    distinct: list[tuple[float, np.ndarray, np.ndarray]] = []
+    for c in out:
+        if not any(np.linalg.norm(c[1] - o[1]) < 15.0 for o in distinct):
+            distinct.append(c)
+    return distinct[: cfg.nose_tips]
+
+
+def nose_starts(nose_model: np.ndarray, scan_pts: np.ndarray, scan_normals: np.ndarray, border: np.ndarray,
+                cfg: RigidConfig) -> list[Pose]:
+    """Face poses with the model's nose tip on a candidate tip, looking along its direction (model +z),
+    at ``cfg.nose_rolls`` turns about it."""
+    starts = []
+    for _, tip, d in nose_candidates(scan_pts, scan_normals, border, cfg):
+        base = _turn_z_to(d)
+        for roll in np.arange(cfg.nose_rolls) * 2 * np.pi / cfg.nose_rolls:
+            R = rotation_from_vector(d * roll) @ base
+            starts.append(Pose(R, tip - R @ nose_model))
+    return starts
+
+
 def _coarse_search(model_pts: np.ndarray, model_normals: np.ndarray, scan_pts: np.ndarray, scan_normals: np.ndarray,
                    tree: cKDTree, border: np.ndarray, cfg: RigidConfig,
-                   cancel: Callable[[], None] | None) -> list[tuple[float, Pose]]:
-    """Trimmed ICP from every start rotation between the two PCA frames: a few steps each, then the
-    most promising continued; best first."""
-    cm, am = pca_frame(model_pts)
-    cs, as_ = pca_frame(scan_pts)
+                   cancel: Callable[[], None] | None, starts: list[Pose] | None = None) -> list[tuple[float, Pose]]:
+    """Trimmed ICP from every start (by default every start rotation between the two PCA frames): a
+    few steps each, then the most promising continued; best first."""
+    if starts is None:
+        cm, am = pca_frame(model_pts)
+        cs, as_ = pca_frame(scan_pts)
+        starts = [Pose(R, cs - R @ cm) for R in (as_.T @ rot @ am for rot in start_rotations())]
     args = (model_pts, model_normals, scan_pts, scan_normals, tree, border)
     k = max(1, len(model_pts) // cfg.screen_points)
     screen = (model_pts[::k], model_normals[::k], scan_pts, scan_normals, tree, border)
     results = []
-    for rot in start_rotations():
+    for pose in starts:
         if cancel:
             cancel()
-        R = as_.T @ rot @ am
-        results.append(icp_point_to_point(*screen, Pose(R, cs - R @ cm), cfg.screen_iterations, cfg.trim)[::-1])
+        results.append(icp_point_to_point(*screen, pose, cfg.screen_iterations, cfg.trim)[::-1])
     results.sort(key=lambda r: r[0])
     results = [icp_point_to_point(*args, pose, cfg.coarse_iterations, cfg.trim)[::-1]
                for _, pose in results[: cfg.screen_keep]]
@@ -196,13 +270,14 @@ def _same(a: Pose, b: Pose, mm: float = 2.0, deg: float = 2.0) -> bool:
 
 
 def align(face: tuple[np.ndarray, np.ndarray], scan: ScanSurface, cfg: RigidConfig, start: Pose | None = None,
-          cancel: Callable[[], None] | None = None, head: tuple[np.ndarray, np.ndarray] | None = None
-          ) -> list[tuple[float, Pose]]:
+          cancel: Callable[[], None] | None = None, head: tuple[np.ndarray, np.ndarray] | None = None,
+          nose: np.ndarray | None = None) -> list[tuple[float, Pose]]:
     """Rigid poses of the face template ((points, normals), model frame) on the scan, best first
     (distinct ones only); see the module docstring.
 
-    The coarse search runs with the face and, when given, the whole-head template (a head scan's
-    centre is far from its face's); the best starts of each are refined on the face alone."""
+    The coarse search runs with the face from the PCA starts, with the face from the nose-tip starts
+    (when the model's nose tip ``nose`` is given) and, when given, with the whole-head template; the
+    best starts of each are refined on the face alone."""
     step = max(1, len(face[0]) // cfg.coarse_points)
     face_pts, face_normals = face[0][::step], face[1][::step]
     if start is not None:
@@ -211,13 +286,19 @@ def align(face: tuple[np.ndarray, np.ndarray], scan: ScanSurface, cfg: RigidConf
     sub = scan.subsample(cfg.coarse_scan_points)
     scan_pts, scan_normals, border = scan.points[sub], scan.normals[sub], scan.border[sub]
     tree = cKDTree(scan_pts)
+    searches = [(face, None)]
+    if nose is not None:
+        searches.append((face, nose_starts(nose, scan_pts, scan_normals, border, cfg)))
+    if head is not None:
+        searches.append((head, None))
     starts = []
-    for template in (face, head):
-        if template is not None:
-            k = max(1, len(template[0]) // cfg.coarse_points)
-            found = _coarse_search(template[0][::k], template[1][::k], scan_pts, scan_normals, tree, border, cfg,
-                                   cancel)
-            starts += [pose for _, pose in found[: cfg.refine_starts]]
+    for template, given in searches:
+        if given is not None and not given:
+            continue
+        k = max(1, len(template[0]) // cfg.coarse_points)
+        found = _coarse_search(template[0][::k], template[1][::k], scan_pts, scan_normals, tree, border, cfg,
+                               cancel, given)
+        starts += [pose for _, pose in found[: cfg.refine_starts]]
     refined = sorted((icp_point_to_plane(face_pts, face_normals, scan, pose, cfg.refine_iterations, cfg.trim)[::-1]
                       for pose in starts), key=lambda r: r[0])
     distinct: list[tuple[float, Pose]] = []
