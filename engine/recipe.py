@@ -1,17 +1,21 @@
 """The shipped-model recipe: data, avatars, MIA training and held-out evaluation, resumable.
 
 `mia model` (and `make model`) runs these stages in order; each one skips what is already done
-(whole captures, finished avatars, the training run's last checkpoint), so a killed run continues
-where it stopped. Sizes are chosen for the 2-core CPU machine the project is built on (about 80
-minutes in all measured there, see docs/results.md); a GPU, when there is one, only makes the training stage
-faster.
+(whole captures, finished avatars, the training runs' last checkpoints), so a killed run continues
+where it stopped. Sizes are chosen for the 2-core CPU machine the project is built on (about two
+hours in all there, see docs/results.md); a GPU, when there is one, only makes training faster.
+Training has two stages: stage 1 on the first block of identities, stage 2 fine-tunes it on that
+block plus a second block of new people (stage 1 alone plateaued on new people while its training
+loss still fell: more people, not more passes, is what helps).
 
 Worlds and seeds (none of the evaluation seeds is used by any training world):
     train/      `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
+    train_wide/ stage 2's block of further identities (id400.., same seed, compact ground truth)
     heldout/    `test_world()`: new identities in new headsets and sessions (seed TEST_SEED)
     newcaps/    new captures of trained identities that have avatars: a new session in a known
                 headset, and a new headset unit + appearance + environment (the paper's Table 2
                 setting); the demo capture is one of them
+    run/, run_wide/  the stage 1 and stage 2 training runs (run_wide/last.pt is shipped)
 """
 from __future__ import annotations
 
