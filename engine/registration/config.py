@@ -19,7 +19,7 @@ class ScanConfig:
 
 @dataclass
 class RigidConfig:
-    """Automatic rigid alignment: PCA frames x 168 start rotations, then trimmed ICP."""
+    """Automatic rigid alignment: PCA frames x 168 start rotations and nose-tip starts, then trimmed ICP."""
 
     coarse_points: int = 800         # template points used for the multi-start search
     coarse_scan_points: int = 8000   # scan samples it matches against (denser: less biased point-to-point)
