@@ -104,30 +104,37 @@ def wait_for(app, predicate, timeout: float, what: str) -> None:
         run_event_loop(0.02)
 
 
+def open_studio(args: argparse.Namespace, model: str, ground_truth: bool = True) -> tuple:
+    """The real main window at args.size in args.mode, shown, autoplaying, with `model` loaded;
+    returns (app, window). Sets args.threads to the inference threads the window chose."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
+    from app.paths import set_application_names
+    set_application_names()
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow(threads=args.threads or None)
+    args.threads = window.threads
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    window.resize(width, height)
+    window.show()
+    window.set_view_mode(args.mode)
+    if not ground_truth:
+        window.gt_action.setChecked(False)
+        window.presenter.show_ground_truth = False
+    window.session.autoplay = True
+    window.open_model(model)
+    wait_for(app, lambda: bool(window.session.model_info), 120, "the model")
+    return app, window
+
+
 def run(args: argparse.Namespace) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="studio_fps_"))
     os.environ["MIA_STUDIO_HOME"] = str(scratch / "home")
     try:
         model, capture, _ = inputs(args, scratch)
-        from PySide6.QtWidgets import QApplication
-
-        from app.main_window import MainWindow
-        from app.paths import set_application_names
-        set_application_names()
-        app = QApplication.instance() or QApplication([])
-        window = MainWindow(threads=args.threads or None)
-        args.threads = window.threads
-        width, height = (int(v) for v in args.size.lower().split("x"))
-        window.resize(width, height)
-        window.show()
+        app, window = open_studio(args, model, ground_truth=not args.no_ground_truth)
         session = window.session
-        window.set_view_mode(args.mode)
-        if args.no_ground_truth:
-            window.gt_action.setChecked(False)
-            window.presenter.show_ground_truth = False
-        session.autoplay = True
-        window.open_model(model)
-        wait_for(app, lambda: bool(session.model_info), 120, "the model")
         headset = None
         if args.source == "mjpeg":
             from app.fake_headset import FakeHeadset, capture_frames

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from studio_fps import inputs, measure, run_event_loop, wait_for  # noqa: E402
+from studio_fps import inputs, measure, open_studio, run_event_loop, wait_for  # noqa: E402
 
 PROTOCOLS = ("vrchat", "babble", "livelink")
 
@@ -164,22 +164,8 @@ def run(args: argparse.Namespace) -> dict:
     receivers = Receivers()
     try:
         model, capture, _ = inputs(args, scratch)
-        from PySide6.QtWidgets import QApplication
-
-        from app.main_window import MainWindow
-        from app.paths import set_application_names
-        set_application_names()
-        app = QApplication.instance() or QApplication([])
-        window = MainWindow(threads=args.threads or None)
-        args.threads = window.threads
-        width, height = (int(v) for v in args.size.lower().split("x"))
-        window.resize(width, height)
-        window.show()
+        app, window = open_studio(args, model)
         session = window.session
-        window.set_view_mode(args.mode)
-        session.autoplay = True
-        window.open_model(model)
-        wait_for(app, lambda: bool(session.model_info), 120, "the model")
         window.open_capture(capture)
         session.set_paced(False)
         session.set_loop(True)
