@@ -68,3 +68,11 @@ def no_foreign_gl_context(request: pytest.FixtureRequest) -> None:
     if "opengl" in request.keywords and current_egl_context():
         pytest.fail("an EGL context is still current on the GUI thread (left by headless "
                     "rendering); release it after rendering, e.g. `with ctx:` in engine/render.py")
+
+
+@pytest.fixture
+def oscdump(tmp_path):
+    """A real OSC receiver (tests/osc_receiver.py): yields (port, lines()), killed afterwards."""
+    from osc_receiver import run_oscdump
+    with run_oscdump(tmp_path) as receiver:
+        yield receiver

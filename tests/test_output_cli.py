@@ -11,23 +11,21 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from osc_receiver import WAIT_S, parse_oscdump, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo_capture"
 TIMEOUT_S = 240.0  # one CLI run: python + torch + the model on a busy 2-core machine, with room to spare
-WAIT_S = 10.0
 # ARKit's 52 names in Live Link Face order, typed in from Unreal's EARFaceBlendShape (not imported).
 ARKIT = """eyeBlinkLeft eyeLookDownLeft eyeLookInLeft eyeLookOutLeft eyeLookUpLeft eyeSquintLeft eyeWideLeft
 eyeBlinkRight eyeLookDownRight eyeLookInRight eyeLookOutRight eyeLookUpRight eyeSquintRight eyeWideRight jawForward
@@ -51,15 +49,6 @@ def mia(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """Runs `mia ARGS` to completion (killed after TIMEOUT_S)."""
     return subprocess.run(mia_command(*args), cwd=ROOT, env=mia_env(tmp_path), capture_output=True, text=True,
                           timeout=TIMEOUT_S)
-
-
-def wait_for(predicate, timeout: float = WAIT_S, step: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def true_jaw_open() -> np.ndarray:
@@ -137,60 +126,6 @@ def livelink():
 
 
 # ----------------------------------------------------------------------------- oscdump
-
-
-def udp_port_of(pid: int) -> int | None:
-    """The UDP port a process has bound (found through its socket inode in /proc/net/udp)."""
-    try:
-        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-    except OSError:
-        return None
-    inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 9 and fields[9] in inodes:
-                return int(fields[1].rsplit(":", 1)[1], 16)
-    return None
-
-
-@pytest.fixture
-def oscdump(tmp_path):
-    """oscdump on a port the kernel picks (port 0); yields (port, lines()) and is killed afterwards."""
-    exe = shutil.which("oscdump")
-    if exe is None:
-        pytest.fail("oscdump not found: install Debian's liblo-tools (make apt)")
-    out = tmp_path / "oscdump.txt"
-    with out.open("wb") as fh:
-        proc = subprocess.Popen([exe, "-L", "0"], stdout=fh, stderr=subprocess.STDOUT)
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        def lines() -> list[str]:
-            return out.read_text(errors="replace").splitlines()
-        wait_for(lambda: udp_port_of(proc.pid) is not None or proc.poll() is not None)
-        port = udp_port_of(proc.pid)
-        assert port and proc.poll() is None, f"oscdump did not start: {lines()}"
-        ping = b"/ping\x00\x00\x00,\x00\x00\x00"
-        assert wait_for(lambda: probe.sendto(ping, ("127.0.0.1", port)) and any("/ping" in x for x in lines()),
-                        step=0.05), f"oscdump on port {port} does not answer: {lines()}"
-        yield port, lines
-    finally:
-        probe.close()
-        proc.kill()
-        proc.wait(WAIT_S)
-
-
-def parse_oscdump(lines: list[str]) -> dict[str, list[float]]:
-    got: dict[str, list[float]] = {}
-    for line in lines:  # "[time tag] /address f 0.500000"
-        parts = line.split()
-        if len(parts) >= 3 and parts[-3].startswith("/") and parts[-2] == "f":
-            got.setdefault(parts[-3], []).append(float(parts[-1]))
-    return got
 
 
 # ----------------------------------------------------------------------------- mia blendshapes

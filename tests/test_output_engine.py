@@ -5,11 +5,8 @@ written here from the packet layout (it shares no code with engine/output/liveli
 """
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from engine.output.endpoint import Endpoint, OutputError, check_endpoint
 from engine.output.filters import Calibration, OneEuroConfig, OneEuroFilter
 from engine.output.stage import OutputConfig, OutputStage
 from engine.output.streamer import OutputStreamer
+from osc_receiver import parse_oscdump, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo_capture"
@@ -39,15 +37,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = TIMEOUT_S, step: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # ----------------------------------------------------------------------------- the table
@@ -199,42 +188,6 @@ def test_send_failure_is_kept_as_last_error_and_the_stage_goes_on():
 # ----------------------------------------------------------------------------- real receivers
 
 
-@pytest.fixture
-def oscdump(tmp_path):
-    """oscdump listening on a free port; yields (port, lines()) and is killed afterwards."""
-    exe = shutil.which("oscdump")
-    if exe is None:
-        pytest.fail("oscdump not found: install Debian's liblo-tools (make apt)")
-    port = free_udp_port()
-    out = tmp_path / "oscdump.txt"
-    with out.open("wb") as fh:
-        proc = subprocess.Popen([exe, "-L", str(port)], stdout=fh, stderr=subprocess.STDOUT)
-    try:
-        def lines() -> list[str]:
-            return out.read_text(errors="replace").splitlines()
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        ping = b"/ping\x00\x00\x00,\x00\x00\x00"
-        try:
-            ready = wait_for(lambda: probe.sendto(ping, ("127.0.0.1", port)) and any("/ping" in x for x in lines()),
-                             step=0.05)
-        finally:
-            probe.close()
-        assert ready, f"oscdump did not start on port {port}: {lines()}"
-        yield port, lines
-    finally:
-        proc.kill()
-        proc.wait(TIMEOUT_S)
-
-
-def _parse_oscdump(lines: list[str]) -> dict[str, list[float]]:
-    got: dict[str, list[float]] = {}
-    for line in lines:  # "[time tag] /address f 0.500000"
-        parts = line.split()
-        if len(parts) >= 3 and parts[-3].startswith("/") and parts[-2] == "f":
-            got.setdefault(parts[-3], []).append(float(parts[-1]))
-    return got
-
-
 @pytest.mark.parametrize("protocol, bundle", [("vrchat", False), ("babble", False), ("vrchat", True)])
 def test_osc_stream_of_a_capture_reaches_oscdump(demo_weights, oscdump, protocol, bundle):
     port, lines = oscdump
@@ -245,15 +198,15 @@ def test_osc_stream_of_a_capture_reaches_oscdump(demo_weights, oscdump, protocol
         for k, w in enumerate(pred):  # one frame at a time, as a paced stream (no burst for UDP to drop)
             stage.process(w, None, k / 30)
             sent = stage.senders[protocol].messages
-            assert wait_for(lambda: sum(map(len, _parse_oscdump(lines()).values())) >= sent), f"frame {k}"
+            assert wait_for(lambda: sum(map(len, parse_oscdump(lines()).values())) >= sent), f"frame {k}"
         assert not stage.errors
     finally:
         stage.close()
     expected = (["/avatar/parameters/v2/" + n for n in unified_names()] if protocol == "vrchat"
                 else ["/" + n for n in ARKIT_NAMES])
-    assert wait_for(lambda: set(expected) <= set(_parse_oscdump(lines()))), \
-        f"missing: {sorted(set(expected) - set(_parse_oscdump(lines())))[:10]}"
-    got = _parse_oscdump(lines())
+    assert wait_for(lambda: set(expected) <= set(parse_oscdump(lines()))), \
+        f"missing: {sorted(set(expected) - set(parse_oscdump(lines())))[:10]}"
+    got = parse_oscdump(lines())
     signed = {"JawX", "MouthX", "EyeLeftX", "EyeRightX", "EyeY", "SmileFrownLeft", "SmileFrownRight"}
     for address in expected:
         low = -1.0 if address.rsplit("/", 1)[1] in signed else 0.0
