@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,25 @@ class MeshInfo:
     message: str
 
 
-def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (V, 3) float32 and faces (F, 3) int32 of a mesh file, in file order."""
+def read_trimesh(path: str | os.PathLike, what: str = "mesh", **options: Any) -> Any:
+    """trimesh's object for a mesh file (vertices in file order, nothing merged): a missing file,
+    an unknown suffix and anything trimesh raises on a broken file become one MeshError."""
     import trimesh
     path = Path(path)
     if not path.exists():
-        raise MeshError(f"{path}: no such mesh file")
+        raise MeshError(f"{path}: no such {what} file")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise MeshError(f"{path}: unsupported mesh format {path.suffix!r}; expected one of {MESH_SUFFIXES}")
     try:
-        mesh = trimesh.load(path, process=False, force="mesh")
+        return trimesh.load(path, process=False, **options)
     except Exception as err:  # trimesh raises many types for a broken file
         raise MeshError(f"{path}: could not be read as a mesh ({type(err).__name__}: {err})") from err
+
+
+def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (V, 3) float32 and faces (F, 3) int32 of a mesh file, in file order."""
+    path = Path(path)
+    mesh = read_trimesh(path, force="mesh")
     verts = np.asarray(mesh.vertices, np.float32)
     faces = np.asarray(mesh.faces, np.int32)
     if verts.ndim != 2 or verts.shape[0] == 0:

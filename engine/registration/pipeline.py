@@ -164,14 +164,10 @@ def load_scan(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     triangle's corners separately, which would make every edge an open border)."""
     import trimesh
 
-    from engine.meshio import MESH_SUFFIXES
+    from engine.meshio import read_trimesh
     path = Path(path)
-    if not path.exists():
-        raise MeshError(f"{path}: no such scan file")
-    if path.suffix.lower() not in MESH_SUFFIXES:
-        raise MeshError(f"{path}: unsupported mesh format {path.suffix!r}; expected one of {MESH_SUFFIXES}")
+    loaded = read_trimesh(path, what="scan")
     try:
-        loaded = trimesh.load(path, process=False)
         if isinstance(loaded, trimesh.Scene):
             geoms = [g for g in loaded.dump() if hasattr(g, "vertices")] if loaded.geometry else []
             loaded = trimesh.util.concatenate(geoms) if geoms else None
