@@ -4,18 +4,20 @@
 (whole captures, finished avatars, the training runs' last checkpoints), so a killed run continues
 where it stopped. Sizes are chosen for the 2-core CPU machine the project is built on (about two
 hours in all there, see docs/results.md); a GPU, when there is one, only makes training faster.
-Training has two stages: stage 1 on the first block of identities, stage 2 fine-tunes it on that
-block plus a second block of new people (stage 1 alone plateaued on new people while its training
-loss still fell: more people, not more passes, is what helps).
+Training has stages: stage 1 on the first block of identities, then each further block
+(`RecipeConfig.blocks`) adds new people and fine-tunes the previous stage's model on every block so
+far (stage 1 alone plateaued on new people while its training loss still fell: more people, not
+more passes, is what helps; stage 3's block also widens the nuisance spreads, because the stage-2
+model failed on the held-out captures with the largest head-in-headset offsets).
 
 Worlds and seeds (none of the evaluation seeds is used by any training world):
-    train/      `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
-    train_wide/ stage 2's block of further identities (id400.., same seed, compact ground truth)
-    heldout/    `test_world()`: new identities in new headsets and sessions (seed TEST_SEED)
-    newcaps/    new captures of trained identities that have avatars: a new session in a known
-                headset, and a new headset unit + appearance + environment (the paper's Table 2
-                setting); the demo capture is one of them
-    run/, run_wide/  the stage 1 and stage 2 training runs (run_wide/last.pt is shipped)
+    train/         `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
+    train_<block>/ a further block of identities (id400.., id800.., same seed, compact ground truth)
+    heldout/       `test_world()`: new identities in new headsets and sessions (seed TEST_SEED)
+    newcaps/       new captures of trained identities that have avatars: a new session in a known
+                   headset, and a new headset unit + appearance + environment (the paper's Table 2
+                   setting); the demo capture is one of them
+    run/, run_<block>/  the training runs of stage 1 and of each block (the last one is shipped)
 """
 from __future__ import annotations
 
@@ -35,6 +37,30 @@ NEW_SESSION, NEW_HEADSET = 2, 3  # capture indices of newcaps/ (training capture
 
 
 @dataclass
+class BlockConfig:
+    """A further block of new identities, and the fine-tuning stage that adds it to the model."""
+
+    name: str                    # data in train_<name>/, the run in run_<name>/
+    identities: int = 400
+    captures: int = 2            # captures per identity (each its own session, most a new headset)
+    frames: int = 32             # frames per capture
+    spread: str = "wide"         # nuisance spreads, a key of engine.synth.worlds.SPREADS
+    steps: int = 6000            # fine-tuning steps on all blocks so far
+    lr: float = 4e-4
+
+    @property
+    def active(self) -> bool:
+        return self.identities > 0 and self.steps > 0
+
+
+def default_blocks() -> list[BlockConfig]:
+    """Stage 2 (400 more people like stage 1's) and stage 3 (400 more, four shorter captures
+    each, in nuisance spreads ~1.8x the defaults)."""
+    return [BlockConfig("wide"),
+            BlockConfig("wider", captures=4, frames=16, spread="wider", steps=6000, lr=3e-4)]
+
+
+@dataclass
 class RecipeConfig:
     """Sizes of every stage; the defaults are the shipped model's."""
 
@@ -49,9 +75,7 @@ class RecipeConfig:
     steps: int = 8000
     batch_size: int = 32
     jobs: int = 2
-    wide_identities: int = 400   # stage 2: a second block of new people (id400..), compact
-    wide_steps: int = 6000       # stage 2: fine-tune the stage-1 model on both blocks
-    wide_lr: float = 4e-4
+    blocks: list[BlockConfig] = field(default_factory=default_blocks)  # stages 2, 3, ...
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
         "num_workers": 0})
@@ -61,14 +85,31 @@ class RecipeConfig:
         return [f"id{i:03d}" for i in range(self.avatar_subjects)]
 
     @property
+    def active_blocks(self) -> list[BlockConfig]:
+        return [b for b in self.blocks if b.active]
+
+    @property
     def paths(self) -> dict[str, Path]:
         root = Path(self.root)
-        return {k: root / k for k in ("train", "train_wide", "heldout", "newcaps", "run", "run_wide")}
+        names = ["train", "heldout", "newcaps", "run"]
+        for b in self.blocks:
+            names += [f"train_{b.name}", f"run_{b.name}"]
+        return {k: root / k for k in names}
+
+    def first_identity(self, block: BlockConfig) -> int:
+        """Blocks number their people after stage 1's and every block before them."""
+        first = self.identities
+        for b in self.active_blocks:
+            if b is block:
+                return first
+            first += b.identities
+        raise ValueError(f"block {block.name!r} is not active")
 
     @property
     def final_run(self) -> Path:
-        """The run whose checkpoint is evaluated and shipped."""
-        return self.paths["run_wide" if self.wide_identities and self.wide_steps else "run"]
+        """The run whose checkpoint is evaluated and shipped: the last stage's."""
+        blocks = self.active_blocks
+        return self.paths[f"run_{blocks[-1].name}" if blocks else "run"]
 
 
 def new_capture_plan(cfg: RecipeConfig) -> list[CaptureSpec]:
@@ -104,14 +145,17 @@ def make_data(cfg: RecipeConfig, log: Log, progress=None) -> None:
     generate_dataset(p["newcaps"], newcaps, progress=progress, plan=new_capture_plan(cfg), jobs=cfg.jobs)
 
 
-def make_wide_data(cfg: RecipeConfig, log: Log, progress=None) -> None:
-    """Render (or finish) stage 2's block of new identities, ground truth stored compactly."""
-    if not cfg.wide_identities:
-        return
-    world = training_world(cfg.wide_identities, cfg.frames, cfg.size, first_identity=cfg.identities)
-    out = cfg.paths["train_wide"]
-    log(f"data: {cfg.wide_identities} more identities (id{cfg.identities:03d}..) x 2 captures -> {out}")
-    generate_dataset(out, world, progress=progress, jobs=cfg.jobs)
+def block_world(cfg: RecipeConfig, block: BlockConfig):
+    return training_world(block.identities, block.frames, cfg.size, first_identity=cfg.first_identity(block),
+                          captures=block.captures, spread=block.spread)
+
+
+def make_block_data(cfg: RecipeConfig, block: BlockConfig, log: Log, progress=None) -> None:
+    """Render (or finish) a further block of new identities, ground truth stored compactly."""
+    out = cfg.paths[f"train_{block.name}"]
+    log(f"data: {block.identities} more identities (id{cfg.first_identity(block):03d}..) x "
+        f"{block.captures} captures x {block.frames} frames, {block.spread} spreads -> {out}")
+    generate_dataset(out, block_world(cfg, block), progress=progress, jobs=cfg.jobs)
 
 
 def make_avatars(cfg: RecipeConfig, log: Log, progress=None) -> None:
@@ -153,28 +197,29 @@ def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_ba
                  show_bar=show_bar)
 
 
-def wide_train_config(cfg: RecipeConfig, start: Path):
-    """Stage 2's TrainConfig: stage 1's weights, a fresh optimiser and a schedule of its own."""
+def block_train_config(cfg: RecipeConfig, block: BlockConfig, start: Path):
+    """A block's TrainConfig: the previous stage's weights, a fresh optimiser and its own schedule."""
     from engine.train import TrainConfig
-    options = {**train_config(cfg).to_dict(), "steps": cfg.wide_steps, "lr": cfg.wide_lr,
-               "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths["run_wide"])}
+    options = {**train_config(cfg).to_dict(), "steps": block.steps, "lr": block.lr,
+               "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths[f"run_{block.name}"])}
     return TrainConfig.from_dict(options)
 
 
-def train_wide_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
-                     show_bar: bool = True) -> Path:
-    """Stage 2: fine-tune stage 1's model on both identity blocks (stage 1 alone plateaus on new
-    people while its training loss still falls: more people, not more passes, is what helps)."""
+def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: Log, progress=None,
+                      cancel=None, show_bar: bool = True) -> Path:
+    """Fine-tune the previous stage's model on stage 1's block and every further block up to
+    and including `block`."""
     from engine.data import find_captures
     from engine.train import train
-    if not (cfg.wide_identities and cfg.wide_steps):
-        return start
-    run = cfg.paths["run_wide"]
+    run = cfg.paths[f"run_{block.name}"]
     resume = (run / "last.pt").is_file()
-    data = find_captures(cfg.paths["train"]) + find_captures(cfg.paths["train_wide"])
-    log(f"train: {cfg.wide_steps} steps on {len(data)} captures, from {start} -> {run}"
+    blocks = cfg.active_blocks[:cfg.active_blocks.index(block) + 1]
+    data = find_captures(cfg.paths["train"])
+    for b in blocks:
+        data += find_captures(cfg.paths[f"train_{b.name}"])
+    log(f"train: {block.steps} steps on {len(data)} captures, from {start} -> {run}"
         + (" (resuming)" if resume else ""))
-    return train(wide_train_config(cfg, start), data, run, progress, cancel, resume=resume,
+    return train(block_train_config(cfg, block, start), data, run, progress, cancel, resume=resume,
                  show_bar=show_bar)
 
 

@@ -1,8 +1,9 @@
 """`mia model` (`make model`): build the shipped default model from nothing, resumably.
 
 Stages: render the synthetic worlds, train the avatar decoders of a few identities, train MIA,
-render a second block of identities and fine-tune MIA on both (stage 2), evaluate it on held-out identities and new captures, and bundle it with a demo capture and
-subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
+then for each further block (stages 2 and 3) render new identities and fine-tune MIA on every
+block so far, evaluate it on held-out identities and new captures, and bundle it with a demo
+capture and subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
 the training checkpoint are kept and the run continues from them.
 """
 from __future__ import annotations
@@ -27,17 +28,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--wide-identities", type=int,
                    help="stage 2: further identities added (default 400; 0 skips stage 2)")
     p.add_argument("--wide-steps", type=int, help="stage 2: fine-tuning steps on both blocks (default 6000)")
+    p.add_argument("--wider-identities", type=int,
+                   help="stage 3: further identities in wider nuisance spreads (default 400; 0 skips stage 3)")
+    p.add_argument("--wider-steps", type=int, help="stage 3: fine-tuning steps on all blocks (default 6000)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p
 
 
 def recipe_from_args(args):
+    import dataclasses
+
     from engine.recipe import RecipeConfig
     given = {"root": None if args.root is None else str(args.root), "identities": args.identities,
-             "frames": args.frames, "steps": args.steps, "jobs": args.jobs,
-             "wide_identities": args.wide_identities, "wide_steps": args.wide_steps}
-    return RecipeConfig(**{k: v for k, v in given.items() if v is not None})
+             "frames": args.frames, "steps": args.steps, "jobs": args.jobs}
+    cfg = RecipeConfig(**{k: v for k, v in given.items() if v is not None})
+    for block in cfg.blocks:
+        sizes = {"identities": getattr(args, f"{block.name}_identities", None),
+                 "steps": getattr(args, f"{block.name}_steps", None)}
+        cfg.blocks[cfg.blocks.index(block)] = dataclasses.replace(
+            block, **{k: v for k, v in sizes.items() if v is not None})
+    return cfg
 
 
 def bundle(cfg, checkpoint: Path, out: Path) -> None:
@@ -52,8 +63,8 @@ def bundle(cfg, checkpoint: Path, out: Path) -> None:
 
 
 def run(args) -> int:
-    from engine.recipe import (evaluate_model, make_avatars, make_data, make_wide_data,
-                               train_model, train_wide_model)
+    from engine.recipe import (evaluate_model, make_avatars, make_block_data, make_data,
+                               train_block_model, train_model)
     cfg = recipe_from_args(args)
     start = time.perf_counter()
 
@@ -65,9 +76,10 @@ def run(args) -> int:
     with tqdm_progress("avatars", "step") as progress:
         make_avatars(cfg, log, progress)
     checkpoint = train_model(cfg, log)
-    with tqdm_progress("synth", "frame") as progress:
-        make_wide_data(cfg, log, progress)
-    checkpoint = train_wide_model(cfg, checkpoint, log)
+    for block in cfg.active_blocks:
+        with tqdm_progress("synth", "frame") as progress:
+            make_block_data(cfg, block, log, progress)
+        checkpoint = train_block_model(cfg, block, checkpoint, log)
     summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
     (cfg.final_run / "eval" / "summary.json").write_text(json.dumps(summary, indent=1))
     if not args.no_bundle:

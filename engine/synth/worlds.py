@@ -33,15 +33,38 @@ def wide_nuisance(cfg: SynthConfig) -> SynthConfig:
     )
 
 
+def wider_nuisance(cfg: SynthConfig) -> SynthConfig:
+    """`cfg` with nuisance spreads ~1.8x the defaults and identities drawn 1.1x wider: stage 3's
+    block, so that captures a little beyond the wide spreads (a headset slipped 10 mm, an unusual
+    face) are still inside what training saw. On the stage-2 model the held-out captures that
+    failed were those with the largest head-in-headset offsets (docs/results.md)."""
+    return dataclasses.replace(
+        cfg,
+        identity=dataclasses.replace(cfg.identity, identity_scale=1.1),
+        headset=HeadsetConfig(placement_mm=3.6, placement_deg=4.5, focal_variation=0.09,
+                              led_power=(0.75, 1.25)),
+        session=SessionConfig(slop_rot_deg=4.5, slop_trans_mm=4.5, jitter_rot_deg=0.55,
+                              jitter_trans_mm=0.55),
+        environment=EnvironmentConfig(ambient=(0.0, 0.2), background_level=(0.02, 0.55),
+                                      background_texture=0.7),
+        sensor=SensorConfig(gain=(0.8, 1.3), read_noise=0.018, shot_noise=0.03),
+    )
+
+
+SPREADS = {"wide": wide_nuisance, "wider": wider_nuisance}
+
+
 def training_world(identities: int = 400, frames: int = 32, size: int = 64,
-                   seed: int = TRAIN_SEED, first_identity: int = 0) -> SynthConfig:
-    """Many people, two short captures each: diversity over length (neighbouring frames are
-    near duplicates, new faces and headsets are not). `first_identity` > 0 makes a further block
-    of new people (and headsets) in the same world, stored compactly."""
-    return wide_nuisance(SynthConfig(image_size=size, frames_per_capture=frames,
-                                     identities=identities, captures_per_identity=2, seed=seed,
-                                     first_identity=first_identity,
-                                     store_meshes=first_identity == 0))
+                   seed: int = TRAIN_SEED, first_identity: int = 0, captures: int = 2,
+                   spread: str = "wide") -> SynthConfig:
+    """Many people, a few short captures each: diversity over length (neighbouring frames are
+    near duplicates, new faces, headsets and sessions are not). `first_identity` > 0 makes a
+    further block of new people (and headsets) in the same world, stored compactly; `spread`
+    names the nuisance spreads (`SPREADS`)."""
+    return SPREADS[spread](SynthConfig(image_size=size, frames_per_capture=frames,
+                                       identities=identities, captures_per_identity=captures,
+                                       seed=seed, first_identity=first_identity,
+                                       store_meshes=first_identity == 0))
 
 
 def test_world(identities: int = 6, frames: int = 90, size: int = 64,
