@@ -46,6 +46,7 @@ class FrameBundle:
     mesh: np.ndarray | None = None
     texture: np.ndarray | None = None
     code: np.ndarray | None = None
+    embedding: np.ndarray | None = None  # (E,) the identity-free expression code e (the ARKit head reads it)
     targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
     vertex_error: np.ndarray | None = None  # (V,) mm, ||pred - gt|| per vertex
     region_error: dict[str, float] | None = None  # region -> mean mm
@@ -389,6 +390,7 @@ class FrameWorker(QThread):
         bundle.infer_ms = (time.perf_counter() - t0) * 1e3
         bundle.latency_ms = dict(result.latency_ms)
         bundle.mesh, bundle.texture, bundle.code = result.mesh, result.texture, result.code
+        bundle.embedding = result.embedding
         bundle.targets = {name: (t.mesh, t.texture) for name, t in result.targets.items()}
         gt = frame.ground_truth
         if gt is not None and gt.shape == result.mesh.shape:
