@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable
 
 import numpy as np
@@ -33,6 +34,8 @@ from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset
 from engine.synth.worlds import TEST_SEED, test_world, training_world
 
 Log = Callable[[str], None]
+Progress = Callable[[int, int, str], None]
+StageProgress = Callable[[str, str], AbstractContextManager]  # (stage, unit) -> context giving a Progress
 NEW_SESSION, NEW_HEADSET = 2, 3  # capture indices of newcaps/ (training captures are _c00, _c01)
 
 
@@ -76,6 +79,7 @@ class RecipeConfig:
     batch_size: int = 32
     jobs: int = 2
     blocks: list[BlockConfig] = field(default_factory=default_blocks)  # stages 2, 3, ...
+    model: dict = field(default_factory=dict)  # ModelConfig fields over its defaults (tests: tiny sizes)
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
         "num_workers": 0})
@@ -183,14 +187,28 @@ def train_config(cfg: RecipeConfig):
     from engine.mia.config import ModelConfig
     from engine.train import TrainConfig
     options = {**cfg.train, "steps": cfg.steps, "batch_size": cfg.batch_size,
-               "out_dir": str(cfg.paths["run"]), "model": ModelConfig(image_size=cfg.size)}
+               "out_dir": str(cfg.paths["run"]), "model": ModelConfig(**{"image_size": cfg.size, **cfg.model})}
     return TrainConfig.from_dict(options)
+
+
+def finished_run(run: Path, steps: int) -> bool:
+    """True when run/last.pt has reached `steps`: the stage is skipped without loading its data
+    (tens of thousands of frames, minutes here)."""
+    from engine.checkpoint import load_checkpoint
+    last = run / "last.pt"
+    if not last.is_file():
+        return False
+    training = load_checkpoint(last).training or {}
+    return int(training.get("step", 0)) >= steps
 
 
 def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
     """Stage 1: train MIA on the first block, continuing the run folder's checkpoint if there is one."""
     from engine.train import train
     run = cfg.paths["run"]
+    if finished_run(run, cfg.steps):
+        log(f"train: {run / 'last.pt'} has its {cfg.steps} steps (resuming: nothing to do)")
+        return run / "last.pt"
     resume = (run / "last.pt").is_file()
     log(f"train: {cfg.steps} steps of batch {cfg.batch_size} -> {run}" + (" (resuming)" if resume else ""))
     return train(train_config(cfg), cfg.paths["train"], run, progress, cancel, resume=resume,
@@ -212,6 +230,9 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
     from engine.data import find_captures
     from engine.train import train
     run = cfg.paths[f"run_{block.name}"]
+    if finished_run(run, block.steps):
+        log(f"train: {run / 'last.pt'} has its {block.steps} steps (resuming: nothing to do)")
+        return run / "last.pt"
     resume = (run / "last.pt").is_file()
     blocks = cfg.active_blocks[:cfg.active_blocks.index(block) + 1]
     data = find_captures(cfg.paths["train"])
@@ -239,3 +260,30 @@ def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> 
         log(f"eval {name}: " + ", ".join(f"{r} {shape[r]:.2f} mm (neutral {base[r]:.2f}, "
                                           f"ratio {shape[r] / base[r]:.2f})" for r in shape))
     return summary
+
+
+def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None = None,
+               cancel: Callable[[], bool] | None = None) -> tuple[Path, dict]:
+    """Every stage in order, each skipping what is already done; returns the final checkpoint and
+    its held-out summary (also written to <final run>/eval/summary.json)."""
+    import json
+
+    def bar(stage: str, unit: str) -> AbstractContextManager:
+        return stage_progress(stage, unit) if stage_progress else nullcontext(None)
+
+    with bar("synth", "frame") as progress:
+        make_data(cfg, log, progress)
+    with bar("avatars", "step") as progress:
+        make_avatars(cfg, log, progress)
+    checkpoint = train_model(cfg, log, cancel=cancel, show_bar=stage_progress is not None)
+    for block in cfg.active_blocks:
+        with bar("synth", "frame") as progress:
+            make_block_data(cfg, block, log, progress)
+        checkpoint = train_block_model(cfg, block, checkpoint, log, cancel=cancel,
+                                       show_bar=stage_progress is not None)
+    summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
+    out = cfg.final_run / "eval" / "summary.json"
+    tmp = out.with_name(".summary.json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out)
+    return checkpoint, summary

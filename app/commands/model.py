@@ -9,7 +9,6 @@ the training checkpoint are kept and the run continues from them.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -63,25 +62,14 @@ def bundle(cfg, checkpoint: Path, out: Path) -> None:
 
 
 def run(args) -> int:
-    from engine.recipe import (evaluate_model, make_avatars, make_block_data, make_data,
-                               train_block_model, train_model)
+    from engine.recipe import run_recipe
     cfg = recipe_from_args(args)
     start = time.perf_counter()
 
     def log(message: str) -> None:
         print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {message}", flush=True)
 
-    with tqdm_progress("synth", "frame") as progress:
-        make_data(cfg, log, progress)
-    with tqdm_progress("avatars", "step") as progress:
-        make_avatars(cfg, log, progress)
-    checkpoint = train_model(cfg, log)
-    for block in cfg.active_blocks:
-        with tqdm_progress("synth", "frame") as progress:
-            make_block_data(cfg, block, log, progress)
-        checkpoint = train_block_model(cfg, block, checkpoint, log)
-    summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
-    (cfg.final_run / "eval" / "summary.json").write_text(json.dumps(summary, indent=1))
+    checkpoint, _ = run_recipe(cfg, log, tqdm_progress)
     if not args.no_bundle:
         bundle(cfg, checkpoint, args.out)
         log(f"bundled the default model into {args.out}")

@@ -1,0 +1,83 @@
+"""The shipped-model recipe at toy sizes: every stage runs, blocks get their own people and
+spreads, the last block's run is the one evaluated, and a second run resumes instead of redoing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.checkpoint import load_checkpoint
+from engine.mia.config import ModelConfig
+from engine.recipe import BlockConfig, RecipeConfig, run_recipe
+
+
+def tiny_recipe(root: Path) -> RecipeConfig:
+    return RecipeConfig(
+        root=str(root), identities=3, frames=4, size=32, avatar_subjects=1, avatar_steps=4,
+        heldout_identities=1, heldout_frames=4, steps=3, batch_size=2, jobs=1,
+        blocks=[BlockConfig("wide", identities=2, frames=4, steps=2),
+                BlockConfig("wider", identities=2, captures=3, frames=3, spread="wider", steps=2, lr=1e-4)],
+        model=ModelConfig.tiny().to_dict(),
+        train={"augment": {"probability": 0.0}, "checkpoint_every": 100, "log_every": 1, "num_workers": 0})
+
+
+def subjects(folder: Path) -> set[str]:
+    return {p.name for p in (folder / "subjects").iterdir()}
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory) -> tuple[RecipeConfig, Path, dict, list[str]]:
+    cfg = tiny_recipe(tmp_path_factory.mktemp("recipe"))
+    logs: list[str] = []
+    checkpoint, summary = run_recipe(cfg, logs.append)
+    return cfg, checkpoint, summary, logs
+
+
+def test_each_block_adds_new_people_in_its_own_spreads(recipe_run) -> None:
+    cfg, _, _, _ = recipe_run
+    p = cfg.paths
+    assert subjects(p["train"]) == {"id000", "id001", "id002"}
+    assert subjects(p["train_wide"]) == {"id003", "id004"}
+    assert subjects(p["train_wider"]) == {"id005", "id006"}
+    assert len(list((p["train_wider"] / "captures").iterdir())) == 2 * 3
+    wide = json.loads((p["train_wide"] / "dataset.json").read_text())["config"]
+    wider = json.loads((p["train_wider"] / "dataset.json").read_text())["config"]
+    assert wider["session"]["slop_trans_mm"] > wide["session"]["slop_trans_mm"]
+    assert wider["headset"]["placement_mm"] > wide["headset"]["placement_mm"]
+    assert wider["frames_per_capture"] == 3 and wider["captures_per_identity"] == 3
+
+
+def test_the_last_block_fine_tunes_the_one_before_and_is_evaluated(recipe_run) -> None:
+    cfg, checkpoint, summary, _ = recipe_run
+    assert checkpoint == cfg.final_run / "last.pt" == cfg.paths["run_wider"] / "last.pt"
+    ck = load_checkpoint(checkpoint)
+    assert ck.train_config["init_from"] == str(cfg.paths["run_wide"] / "last.pt")
+    assert ck.train_config["steps"] == 2 and ck.train_config["lr"] == pytest.approx(1e-4)
+    saved = json.loads((cfg.final_run / "eval" / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    for world in ("heldout", "newcaps"):
+        assert set(summary[world]) >= {"shape", "baseline"}
+        assert summary[world]["baseline"]["face"] > 0
+
+
+def test_a_second_run_resumes_every_stage(recipe_run) -> None:
+    cfg, checkpoint, _, _ = recipe_run
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.root).rglob("*")
+              if p.is_file() and p.suffix in (".pt", ".mkv", ".npy") and "eval" not in p.parts}
+    logs: list[str] = []
+    again, _ = run_recipe(cfg, logs.append)
+    assert again == checkpoint
+    assert sum("nothing to do" in line for line in logs) == 3  # stage 1 and both blocks
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before
+
+
+def test_inactive_blocks_are_skipped(tmp_path) -> None:
+    cfg = tiny_recipe(tmp_path)
+    cfg.blocks[1].identities = 0
+    assert [b.name for b in cfg.active_blocks] == ["wide"]
+    assert cfg.final_run == cfg.paths["run_wide"]
+    assert cfg.first_identity(cfg.blocks[0]) == 3
+    with pytest.raises(ValueError, match="not active"):
+        cfg.first_identity(cfg.blocks[1])
