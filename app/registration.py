@@ -20,11 +20,14 @@ if TYPE_CHECKING:
 HEAT_SCALE_MM = 1.0
 
 
-def register(ctx: TaskContext, scan: str, out: str, units: str | None = None) -> Any:
-    """The task: register ``scan`` and write ``out`` plus its report (nothing is written if cancelled)."""
+def register(ctx: TaskContext, scan: str, out: str, units: str | None = None,
+             landmarks: dict | None = None) -> Any:
+    """The task: register ``scan`` and write ``out`` plus its report, and the landmarks when given
+    (``<stem>.landmarks.json``); nothing is written if cancelled."""
     from engine.registration import register_file
     ctx.progress(0, 0, "loading the scan…")
-    return register_file(scan, out, units, progress=ctx.progress, cancel=lambda: ctx.cancelled)
+    return register_file(scan, out, units, progress=ctx.progress, cancel=lambda: ctx.cancelled,
+                         landmarks=landmarks)
 
 
 def show_result(panel: NeutralMeshPanel, result: Any) -> None:
@@ -55,21 +58,27 @@ def show_saved_report(panel: NeutralMeshPanel, mesh_path: str) -> bool:
     return True
 
 
-def start_registration(window: MainWindow, scan: str, out: str, units: str | None = None):
-    """Register off the GUI thread behind a progress dialog; on success drive the registered neutral."""
+def start_registration(window: MainWindow, scan: str, out: str, units: str | None = None,
+                       landmarks: dict | None = None):
+    """Register off the GUI thread behind a progress dialog; on success drive the registered neutral.
+    Without ``landmarks`` the ones picked on ``scan`` in the neutral panel are used, if any."""
     panel = window.neutral_panel
+    if landmarks is None:
+        landmarks = panel.landmarks_for(scan)
     panel.set_registering(True)
 
     def done(result: Any) -> str:
         if not window.load_neutral(str(out)):  # validates and drives it, showing the saved report
             show_result(panel, result)
         text = f"Registered {Path(scan).name}: {result.report.summary()}."
+        if landmarks:
+            text += f" Pose from {len(landmarks)} picked landmarks."
         if result.report.warnings:
             text += " " + " ".join(f"Warning: {w}" for w in result.report.warnings)
         window.status.show_notice(text)
         return text
 
-    task, dialog = run_in_dialog(window, "Register scan", lambda ctx: register(ctx, scan, out, units), done,
+    task, dialog = run_in_dialog(window, "Register scan", lambda ctx: register(ctx, scan, out, units, landmarks), done,
                                  cancelled_text="Registration cancelled; nothing was written.")
     for signal in (task.finished_with, task.failed, task.cancelled):
         signal.connect(lambda *_: panel.set_registering(False))

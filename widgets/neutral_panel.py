@@ -10,6 +10,12 @@ asks for the scan and where to write the registered neutral (``register_requeste
 the window runs the registration off the GUI thread and hands back its quality report
 (``show_registration``): a heat map of the per-vertex residual on the face, the mean, 95th
 percentile and coverage, and any warnings.
+
+"Pick landmarks on a scan…" opens a scan in a 3D view (``widgets/landmark_picker.py``) where the user
+clicks a few named points (nose tip, eye and mouth corners, chin), with Undo and Clear; "Register with
+these landmarks…" then asks where to write the result and emits ``register_requested`` like the plain
+button. The registration asks ``landmarks_for(scan)`` for the points picked on that scan (None when
+there are fewer than three or they were picked on another file), so the pose starts from them.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from typing import Any, Mapping
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from widgets.landmark_picker import LandmarkPicker
 from widgets.residual_map import ResidualMap
 from widgets.status_label import StatusLabel
 
@@ -42,6 +49,16 @@ class NeutralMeshPanel(QWidget):
         self.register_button = QPushButton("Register scan…")
         self.register_button.setToolTip("Register a face scan of any topology, units and pose to the model")
         self.register_button.clicked.connect(self._browse_scan)
+        self.pick_button = QPushButton("Pick landmarks on a scan…")
+        self.pick_button.setToolTip("Click a few named points on a scan (nose tip, eye and mouth corners, chin) "
+                                    "so that its registration starts from them")
+        self.pick_button.clicked.connect(self._browse_pick_scan)
+        self.picker = LandmarkPicker()
+        self.picker.hide()
+        self.picker.picks_changed.connect(self._update_pick_buttons)
+        self.register_picked_button = QPushButton("Register with these landmarks…")
+        self.register_picked_button.clicked.connect(self._register_picked)
+        self.register_picked_button.hide()
         self.residual_map = ResidualMap()
         self.registration_label = QLabel("")
         self.registration_label.setWordWrap(True)
@@ -58,6 +75,9 @@ class NeutralMeshPanel(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.load_button)
         layout.addWidget(self.register_button)
+        layout.addWidget(self.pick_button)
+        layout.addWidget(self.picker, 1)
+        layout.addWidget(self.register_picked_button)
         layout.addLayout(form)
         layout.addWidget(self.message)
         layout.addWidget(self.residual_map)
@@ -114,7 +134,34 @@ class NeutralMeshPanel(QWidget):
 
     def set_registering(self, busy: bool) -> None:
         """Only one registration at a time: the button is off while one runs."""
+        self._registering = busy
         self.register_button.setEnabled(not busy)
+        self._update_pick_buttons()
+
+    def open_scan_for_picking(self, path: str) -> bool:
+        """Show a scan in the landmark picker; False (and the reason in red) when it cannot be read."""
+        problem = self.picker.load_scan(path)
+        if problem:
+            self.message.show_message(problem, ok=False)
+            return False
+        self.picker.show()
+        self.register_picked_button.show()
+        self._update_pick_buttons()
+        return True
+
+    def landmarks_for(self, scan: str) -> dict[str, list[float]] | None:
+        """The landmarks picked on ``scan`` ({name: [x, y, z]} in its own units), or None when fewer than
+        three were picked on it."""
+        if not self.picker.has_scan or not self.picker.picks.enough:
+            return None
+        if os.path.abspath(self.picker.scan_path) != os.path.abspath(scan):
+            return None
+        return self.picker.picks.to_json()
+
+    def _update_pick_buttons(self) -> None:
+        busy = getattr(self, "_registering", False)
+        self.register_picked_button.setEnabled(not busy and self.picker.picks.enough)
+        self.pick_button.setEnabled(not busy)
 
     @property
     def message_text(self) -> str:
@@ -132,6 +179,19 @@ class NeutralMeshPanel(QWidget):
         if not scan:
             return
         self._last_dir = os.path.dirname(scan)
+        self._ask_out_and_register(scan)
+
+    def _browse_pick_scan(self) -> None:
+        scan, _ = QFileDialog.getOpenFileName(self, "Pick landmarks on a face scan", self._last_dir, SCAN_FILTER)
+        if scan:
+            self._last_dir = os.path.dirname(scan)
+            self.open_scan_for_picking(scan)
+
+    def _register_picked(self) -> None:
+        if self.picker.has_scan and self.picker.picks.enough:
+            self._ask_out_and_register(self.picker.scan_path)
+
+    def _ask_out_and_register(self, scan: str) -> None:
         stem = os.path.splitext(os.path.basename(scan))[0]
         default = os.path.join(os.path.dirname(scan), f"{stem}_registered", "neutral.obj")
         out, _ = QFileDialog.getSaveFileName(self, "Save the registered neutral as", default, REGISTERED_FILTER)

@@ -4,7 +4,9 @@ A ``points.json`` maps landmark names to points in the scan's own coordinates an
 ``{"nose_tip": [x, y, z], "left_eye_outer": [...], "right_eye_outer": [...], "chin": [...]}``, or a
 list of ``{"name": ..., "point": [...]}``. Names are the ones in ``LANDMARKS`` (or ``"lm68_<k>"`` for
 any of the 68 iBUG points the kit carries); three or more fix the pose (Kabsch/Umeyama). "left" and
-"right" are the person's own.
+"right" are the person's own. ``save_landmarks`` writes the object form; a registration given
+landmarks (from ``--landmarks`` or picked in the neutral panel) saves them beside the result as
+``<stem>.landmarks.json`` (``landmarks_path``), which ``--landmarks`` reads back.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import MeshError
+
+LANDMARKS_SUFFIX = ".landmarks.json"
 
 LANDMARKS: dict[str, int] = {  # name -> index into the kit's 68 iBUG landmarks
     "chin": 8, "nose_tip": 30, "nose_bridge": 27, "subnasale": 33,
@@ -63,3 +67,19 @@ def load_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (OSError, ValueError) as err:
         raise MeshError(f"{path}: not a readable JSON file ({err})") from None
     return parse_landmarks(data, str(path))
+
+
+def landmarks_path(mesh_path: str | os.PathLike) -> Path:
+    """Where the landmarks of a registered mesh live: ``neutral.obj`` -> ``neutral.landmarks.json``."""
+    p = Path(mesh_path)
+    return p.with_name(p.stem + LANDMARKS_SUFFIX)
+
+
+def save_landmarks(landmarks: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """Write ``{name: [x, y, z]}`` (the scan's own coordinates and units), readable by ``load_landmarks``."""
+    path = Path(path)
+    data = {name: [float(c) for c in np.asarray(p, np.float64).ravel()] for name, p in landmarks.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path

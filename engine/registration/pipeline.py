@@ -22,7 +22,7 @@ from engine.registration.blas import single_threaded_blas
 from engine.registration.config import RegistrationConfig
 from engine.registration.correspond import match, surface_distance
 from engine.registration.identity_fit import IdentityFit, fit_identity
-from engine.registration.landmarks import landmark_index, load_landmarks
+from engine.registration.landmarks import landmark_index, landmarks_path, load_landmarks, parse_landmarks, save_landmarks
 from engine.registration.nonrigid import refine
 from engine.registration.report import (RegistrationCancelled, RegistrationError, RegistrationReport, assess,
                                         report_path, residual_stats, save_report)
@@ -188,20 +188,30 @@ def load_scan(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
 
 def register_file(scan_path: str | os.PathLike, out_path: str | os.PathLike, units: str | None = None,
                   landmarks_path: str | os.PathLike | None = None, config: RegistrationConfig | None = None,
-                  progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> RegistrationResult:
-    """Register a scan file and write the neutral (OBJ/PLY by suffix) and its report beside it."""
+                  progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+                  landmarks: dict | list | None = None) -> RegistrationResult:
+    """Register a scan file and write the neutral (OBJ/PLY by suffix) and its report beside it.
+
+    Landmarks come from a file (``landmarks_path``) or as data (``landmarks``: the same forms as the
+    file, e.g. points picked in the neutral panel); the ones used are saved beside the result as
+    ``<stem>.landmarks.json``."""
     from engine.meshio import save_mesh
     out_path = Path(out_path)
     if out_path.suffix.lower() not in (".obj", ".ply"):
         raise MeshError(f"{out_path}: the registered neutral must be written as .obj or .ply")
     verts, faces = load_scan(scan_path)
-    landmarks = load_landmarks(landmarks_path) if landmarks_path else None
+    if landmarks is not None:
+        landmarks = parse_landmarks(landmarks, f"landmarks picked on {scan_path}")
+    elif landmarks_path:
+        landmarks = load_landmarks(landmarks_path)
     result = register_scan(verts, faces, units, landmarks, config, progress, cancel, where=str(scan_path))
     if cancel is not None and cancel():
         raise RegistrationCancelled(f"{scan_path}: registration cancelled; nothing was written")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_mesh(out_path, result.verts, result.faces)  # like the dataset neutrals: no UVs, no material files
     save_report(result.report, report_path(out_path))
+    if landmarks:
+        save_landmarks(landmarks, landmarks_path(out_path))
     return result
 
 
