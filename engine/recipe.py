@@ -14,6 +14,7 @@ Worlds and seeds (none of the evaluation seeds is used by any training world):
     train/         `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
     train_<block>/ a further block of identities (id400.., id800.., same seed, compact ground truth)
     heldout/       `test_world()`: new identities in new headsets and sessions (seed TEST_SEED)
+    heldout_wider/ the same in stage 3's wider spreads (seed WIDER_TEST_SEED): beyond stages 1-2
     newcaps/       new captures of trained identities that have avatars: a new session in a known
                    headset, and a new headset unit + appearance + environment (the paper's Table 2
                    setting); the demo capture is one of them
@@ -32,6 +33,8 @@ import numpy as np
 from engine.synth.config import AppearanceConfig
 from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset
 from engine.synth.worlds import TEST_SEED, test_world, training_world
+
+WIDER_TEST_SEED = TEST_SEED + 100
 
 Log = Callable[[str], None]
 Progress = Callable[[int, int, str], None]
@@ -95,7 +98,7 @@ class RecipeConfig:
     @property
     def paths(self) -> dict[str, Path]:
         root = Path(self.root)
-        names = ["train", "heldout", "newcaps", "run"]
+        names = ["train", "heldout", "heldout_wider", "newcaps", "run"]
         for b in self.blocks:
             names += [f"train_{b.name}", f"run_{b.name}"]
         return {k: root / k for k in names}
@@ -144,6 +147,9 @@ def make_data(cfg: RecipeConfig, log: Log, progress=None) -> None:
     generate_dataset(p["train"], train_world, progress=progress, jobs=cfg.jobs)
     log(f"data: {cfg.heldout_identities} held-out identities x 2 captures -> {p['heldout']}")
     generate_dataset(p["heldout"], heldout, progress=progress, jobs=cfg.jobs)
+    wider = test_world(cfg.heldout_identities, cfg.heldout_frames, cfg.size, WIDER_TEST_SEED, "wider")
+    log(f"data: {cfg.heldout_identities} held-out identities in wider spreads -> {p['heldout_wider']}")
+    generate_dataset(p["heldout_wider"], wider, progress=progress, jobs=cfg.jobs)
     log(f"data: new captures of trained identities {cfg.avatar_ids} -> {p['newcaps']}")
     newcaps = dataclasses.replace(train_world, frames_per_capture=cfg.heldout_frames)
     generate_dataset(p["newcaps"], newcaps, progress=progress, plan=new_capture_plan(cfg), jobs=cfg.jobs)
@@ -251,7 +257,7 @@ def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> 
     from engine.inference import InferenceEngine
     engine = InferenceEngine(checkpoint, threads=cfg.jobs)
     summary = {}
-    for name in ("heldout", "newcaps"):
+    for name in ("heldout", "heldout_wider", "newcaps"):
         results = evaluate_dataset(engine, cfg.paths[name])
         write_report(results, out / name, title=f"{checkpoint.name} on {name}", info=engine.info())
         s = summarise(results)

@@ -56,7 +56,7 @@ def test_the_last_block_fine_tunes_the_one_before_and_is_evaluated(recipe_run) -
     assert ck.train_config["steps"] == 2 and ck.train_config["lr"] == pytest.approx(1e-4)
     saved = json.loads((cfg.final_run / "eval" / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
-    for world in ("heldout", "newcaps"):
+    for world in ("heldout", "heldout_wider", "newcaps"):
         assert set(summary[world]) >= {"shape", "baseline"}
         assert summary[world]["baseline"]["face"] > 0
 

@@ -68,7 +68,7 @@ def training_world(identities: int = 400, frames: int = 32, size: int = 64,
 
 
 def test_world(identities: int = 6, frames: int = 90, size: int = 64,
-               seed: int = TEST_SEED) -> SynthConfig:
+               seed: int = TEST_SEED, spread: str = "wide") -> SynthConfig:
     """Held-out people in held-out headsets and sessions (a seed no training world uses)."""
-    return wide_nuisance(SynthConfig(image_size=size, frames_per_capture=frames,
-                                     identities=identities, captures_per_identity=2, seed=seed))
+    return SPREADS[spread](SynthConfig(image_size=size, frames_per_capture=frames,
+                                       identities=identities, captures_per_identity=2, seed=seed))
