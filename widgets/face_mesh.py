@@ -3,25 +3,56 @@
 Shared by the 3D viewer and the retargeting grid so both draw faces the same way and
 both use the cheap per-frame path: the topology (faces, UVs, texture coordinates) is
 set once, and each frame only replaces vertex positions (and colours in error mode).
-vispy's MeshVisual draws un-indexed triangles, so per frame it gathers ``v[faces]``; the smooth
-normals are computed here with a sparse face->vertex sum and handed to vispy (its own np.add.at
-path costs a few ms per face). The wireframe filter is attached only in wireframe mode.
+
+Everything here goes through vispy's extension points, not its internals:
+- ``StreamingMeshVisual`` is a ``Visual`` subclass (vispy's documented recipe: shader code plus
+  ``_prepare_draw`` / ``_prepare_transforms`` / ``_compute_bounds``) with MeshVisual's shaders.
+  vispy's MeshVisual builds a new colour-transform shader function and colour buffer on every
+  data change, which relinks the GL program each frame (several ms of regex/compile work); here
+  the buffers are made once and only their contents change. It draws the V vertices through an
+  index buffer, or the 3F face corners un-indexed in wireframe mode (the wireframe filter needs
+  per-corner barycentrics). It offers what vispy's mesh filters read from a mesh visual:
+  ``mesh_data`` and a ``data_updated`` event.
+- ``FaceMeshData`` is a ``MeshData`` subclass whose smooth normals come from a sparse
+  face->vertex sum (vispy's own ``np.add.at`` path costs a few ms per face per frame).
+- ``FaceTextureFilter`` is a ``Filter`` with vispy's TextureFilter shader whose texture
+  coordinates are handed over in the layout the visual draws (per vertex or per corner).
 
 Filter order matters: texture and wireframe modulate the base colour, then shading
-lights the result (texture -> wireframe -> shading).
+lights the result (texture -> wireframe -> shading). The wireframe filter is attached only in
+wireframe mode.
 """
 from __future__ import annotations
 
 import numpy as np
 from vispy import scene
-from vispy.gloo import IndexBuffer, VertexBuffer
-from vispy.visuals.filters import ShadingFilter, TextureFilter, WireframeFilter
-from vispy.visuals.mesh import MeshVisual
-from vispy.visuals.shaders import Function
+from vispy.color import Color
+from vispy.geometry import MeshData
+from vispy.gloo import IndexBuffer, Texture2D, VertexBuffer
+from vispy.util.event import Event
+from vispy.visuals import Visual
+from vispy.visuals.filters import Filter, ShadingFilter, WireframeFilter
+from vispy.visuals.shaders import Function, Varying
 
 MODES: tuple[str, ...] = ("shaded", "textured", "wireframe", "error")
 SKIN_RGBA = (0.82, 0.70, 0.62, 1.0)
 WHITE_RGBA = (1.0, 1.0, 1.0, 1.0)
+
+# MeshVisual's shaders with its pass-through colour transform and vec3 -> vec4 step written inline
+_VERTEX_SHADER = """
+varying vec4 v_base_color;
+
+void main() {
+    v_base_color = $base_color;
+    gl_Position = $transform(vec4($position, 1.0));
+}
+"""
+_FRAGMENT_SHADER = """
+varying vec4 v_base_color;
+void main() {
+    gl_FragColor = v_base_color;
+}
+"""
 
 
 def texture_as_uint8(texture: np.ndarray) -> np.ndarray:
@@ -39,26 +70,87 @@ def texture_as_uint8(texture: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tex)
 
 
-class _StreamingMeshVisual(MeshVisual):
-    """MeshVisual whose per-frame upload keeps its shader program unchanged.
+def face_to_vertex(faces: np.ndarray, n_vertices: int):
+    """(V, F) sparse 0/1 matrix: summing each vertex's incident face normals is one product."""
+    import scipy.sparse as sp
+    rows = faces.ravel().astype(np.int64)
+    cols = np.repeat(np.arange(len(faces)), 3)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_vertices, len(faces)))
 
-    vispy's MeshVisual builds a new colour-transform shader function and a new colour
-    buffer on every data change, which relinks the GL program each frame (several ms
-    of regex/compile work). Here the function and buffers are created once and only
-    their contents change; the program relinks only when colours switch between
-    uniform and per-vertex (a mode change).
+
+class FaceMeshData(MeshData):
+    """MeshData whose smooth vertex normals are one sparse product, laid out the way they are drawn.
+
+    ``normal_op`` is ``face_to_vertex(faces, len(vertices))``. ``per_vertex`` says how the visual
+    draws: through an index buffer (True: ``get_vertex_normals(indexed='faces')``, which vispy's
+    shading filter uploads, gives one normal per vertex) or as face corners (False: three per face,
+    as in MeshData).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.unfreeze()
-        self._pass_color = Function("vec4 pass(vec4 color) { return color; }")
-        self._color_buffer = VertexBuffer(np.zeros((0, 4), np.float32))
-        self._lut_set = False
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, normal_op, per_vertex: bool,
+                 vertex_colors: np.ndarray | None = None) -> None:
+        super().__init__(vertices=vertices, faces=faces, vertex_colors=vertex_colors)
+        self.normal_op = normal_op
+        self.per_vertex = per_vertex
+        self.smooth_normals: np.ndarray | None = None
+        self.drawn_normals: np.ndarray | None = None
+
+    def get_vertex_normals(self, indexed: str | None = None) -> np.ndarray:
+        if indexed not in (None, "faces"):
+            raise ValueError(f"indexed must be None or 'faces', got {indexed!r}")
+        if self.smooth_normals is None:
+            v, f = self.get_vertices(), self.get_faces()
+            face_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+            normals = np.asarray(self.normal_op @ face_normals, np.float32)
+            normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+            self.smooth_normals = normals
+        if indexed is None:
+            return self.smooth_normals
+        if self.drawn_normals is None:
+            self.drawn_normals = self.smooth_normals if self.per_vertex else self.smooth_normals[self.get_faces()]
+        return self.drawn_normals
+
+
+class StreamingMeshVisual(Visual):
+    """A mesh visual whose per-frame upload keeps its shader program unchanged.
+
+    The position and colour buffers are made once and refilled on each data change; the program
+    relinks only when colours switch between uniform and per-vertex (a mode change).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(vcode=_VERTEX_SHADER, fcode=_FRAGMENT_SHADER)
+        self.set_gl_state("translucent", depth_test=True, cull_face=False)
+        self.events.add(data_updated=Event)
+        self._draw_mode = "triangles"
+        self._positions = VertexBuffer(np.zeros((0, 3), np.float32))
+        self._colors = VertexBuffer(np.zeros((0, 4), np.float32))
+        self.shared_program.vert["position"] = self._positions
+        self._mesh_data: MeshData | None = None
+        self._color = Color(SKIN_RGBA)
         self._ibo: IndexBuffer | None = None
-        self.indexed = False  # draw V vertices through an index buffer instead of 3F corners
+        self._changed = False
+        self.indexed = False  # draw V vertices through the index buffer instead of 3F corners
         self.freeze()
 
+    # -- the interface vispy's mesh filters use ------------------------------------------------
+    @property
+    def mesh_data(self) -> MeshData | None:
+        return self._mesh_data
+
+    def set_data(self, meshdata: MeshData, color: tuple | None = None) -> None:
+        """Show ``meshdata`` (uniform ``color`` where it has no vertex colours) from the next draw."""
+        self._mesh_data = meshdata
+        if color is not None:
+            self._color = Color(color)
+        self.mesh_data_changed()
+
+    def mesh_data_changed(self) -> None:
+        """Upload the data again and tell the filters (``data_updated``) before the next draw."""
+        self._changed = True
+        self.update()
+
+    # -- indexed drawing ---------------------------------------------------------------------
     def set_index(self, faces: np.ndarray | None) -> None:
         """The triangles as an index buffer (uploaded once per topology); None: un-indexed only."""
         self._ibo = None if faces is None else IndexBuffer(np.ascontiguousarray(faces, np.uint32))
@@ -67,79 +159,123 @@ class _StreamingMeshVisual(MeshVisual):
     def draws_indexed(self) -> bool:
         return self.indexed and self._ibo is not None
 
-    def _update_data(self) -> bool | None:
-        md = self.mesh_data
-        indexed = self.draws_indexed
-        v = md.get_vertices() if indexed else md.get_vertices(indexed="faces")
-        self._index_buffer = self._ibo if indexed else None
-        if v is None:
-            return False
-        self._vertices.set_data(np.asarray(v, np.float32), convert=True)
-        program = self.shared_program
-        program.vert["position"] = self._vertices
-        program.vert["to_vec4"] = self._ensure_vec4_func(3)
-        program.vert["color_transform"] = self._pass_color
-        if not self._lut_set:
-            program["texture2D_LUT"] = self._cmap.texture_lut()
-            self._lut_set = True
-        if md.has_vertex_color():
-            colors = md.get_vertex_colors(indexed=None if indexed else "faces").astype(np.float32)
-            self._color_buffer.set_data(colors.reshape(-1, 4), convert=True)
-            program.vert["base_color"] = self._color_buffer
-        else:
-            program.vert["base_color"] = self._color.rgba
-        self._data_changed = False
-        self.events.data_updated()
+    # -- vispy's Visual protocol ----------------------------------------------------------------
+    def _prepare_draw(self, view) -> bool | None:
+        if self._changed:
+            if not self._upload():
+                return False
+            self._changed = False
+            self.events.data_updated()
         return None
 
+    @staticmethod
+    def _prepare_transforms(view) -> None:
+        view.view_program.vert["transform"] = view.transforms.get_transform()
 
-_StreamingMesh = scene.visuals.create_visual_node(_StreamingMeshVisual)
+    def _compute_bounds(self, axis: int, view) -> tuple | None:
+        bounds = None if self._mesh_data is None else self._mesh_data.get_bounds()
+        if bounds is None:
+            return None
+        return bounds[axis] if axis < len(bounds) else (0, 0)
 
-
-class _TextureFilter(TextureFilter):
-    """vispy's TextureFilter, also for indexed drawing (one texcoord per vertex, not per corner)."""
-
-    def _update_texcoords_buffer(self, texcoords: np.ndarray) -> None:
-        visual = getattr(self, "_visual", None)
-        if not self._attached or visual is None:
-            return
-        if getattr(visual, "draws_indexed", False):
-            tc = texcoords[: len(visual.mesh_data.get_vertices())]
+    def _upload(self) -> bool:
+        md = self._mesh_data
+        if md is None:
+            return False
+        indexed = self.draws_indexed
+        v = md.get_vertices() if indexed else md.get_vertices(indexed="faces")
+        if v is None:
+            return False
+        self._index_buffer = self._ibo if indexed else None
+        self._positions.set_data(np.asarray(v, np.float32), convert=True)
+        program = self.shared_program
+        if md.has_vertex_color():
+            colors = md.get_vertex_colors(indexed=None if indexed else "faces").astype(np.float32)
+            self._colors.set_data(colors.reshape(-1, 4), convert=True)
+            program.vert["base_color"] = self._colors
         else:
-            tc = texcoords[visual.mesh_data.get_faces()]
-        self._texcoords_buffer.set_data(np.ascontiguousarray(tc, np.float32), convert=True)
+            program.vert["base_color"] = self._color.rgba
+        return True
 
 
-def _face_to_vertex(faces: np.ndarray, n_vertices: int):
-    """(V, F) sparse 0/1 matrix: summing each vertex's incident face normals is one product."""
-    import scipy.sparse as sp
-    rows = faces.ravel().astype(np.int64)
-    cols = np.repeat(np.arange(len(faces)), 3)
-    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_vertices, len(faces)))
+StreamingMesh = scene.visuals.create_visual_node(StreamingMeshVisual)
+
+
+class FaceTextureFilter(Filter):
+    """vispy's TextureFilter shader; texture coordinates are given in the layout the visual draws.
+
+    ``set_texcoords`` takes one (u, v) per drawn vertex: per vertex for indexed drawing, per face
+    corner otherwise. The texture is multiplied into the base colour when enabled.
+    """
+
+    def __init__(self) -> None:
+        vfunc = Function("""
+            void pass_coords() {
+                $v_texcoords = $texcoords;
+            }
+        """)
+        ffunc = Function("""
+            void apply_texture() {
+                if ($enabled == 1) {
+                    gl_FragColor *= texture2D($u_texture, $texcoords);
+                }
+            }
+        """)
+        varying = Varying("v_texcoord", "vec2")
+        vfunc["v_texcoords"] = varying
+        ffunc["texcoords"] = varying
+        self._texcoords = VertexBuffer(np.zeros((0, 2), np.float32))
+        vfunc["texcoords"] = self._texcoords
+        super().__init__(vcode=vfunc, vhook="pre", fcode=ffunc)
+        self._texture: Texture2D | None = None
+        self.texture_shape: tuple[int, ...] = ()
+        self.set_texture(np.full((1, 1, 3), 255, np.uint8))
+        self.enabled = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, enabled: bool) -> None:
+        self._enabled = bool(enabled)
+        self.fshader["enabled"] = 1 if enabled else 0
+
+    def set_texcoords(self, texcoords: np.ndarray) -> None:
+        self._texcoords.set_data(np.ascontiguousarray(texcoords, np.float32), convert=True)
+
+    def set_texture(self, texture: np.ndarray) -> None:
+        """A uint8 (h, w, 3|4) image; the GL texture is reused while the shape stays the same."""
+        if self._texture is not None and self.texture_shape == texture.shape:
+            self._texture.set_data(texture)
+            return
+        self._texture = Texture2D(texture, interpolation="linear")
+        self.fshader["u_texture"] = self._texture
+        self.texture_shape = texture.shape
 
 
 class FaceMesh:
     """A mesh visual plus its texture / wireframe / shading filters and display mode."""
 
     def __init__(self, parent: scene.Node) -> None:
-        # A placeholder triangle: vispy's shading filter needs mesh data when attached.
-        self.visual = _StreamingMesh(vertices=np.zeros((3, 3), np.float32),
-                                     faces=np.array([[0, 1, 2]], np.uint32),
-                                     color=SKIN_RGBA, parent=parent)
+        self.visual = StreamingMesh(parent=parent)
         self.visual.visible = False
         self._faces: np.ndarray | None = None
+        self._uvs: np.ndarray | None = None  # texture coordinates per vertex (v down)
         self._normal_op = None
         self._n_vertices = 0
         self._vertices: np.ndarray | None = None
         self._colors: np.ndarray | None = None
         self._mode = "shaded"
         self._has_texture = False
-        self._texture_shape: tuple[int, ...] = ()
-        self._texture_filter: TextureFilter | None = None
+        self._texture_filter: FaceTextureFilter | None = None
         self._wireframe = WireframeFilter(color=(0.12, 0.12, 0.14, 1.0), width=0.7, enabled=False)
         self._shading = ShadingFilter(shading="smooth", shininess=40, specular_coefficient=0.25,
                                       ambient_light=(1, 1, 1, 0.35), diffuse_light=(1, 1, 1, 0.75))
         self._attached: list = []
+        # A placeholder triangle: vispy's shading filter reads the mesh data when attached.
+        self._show(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.uint32), face_to_vertex(
+            np.array([[0, 1, 2]]), 3), None, SKIN_RGBA)
         self._attach_filters()
 
     # -- topology ---------------------------------------------------------------------
@@ -154,18 +290,18 @@ class FaceMesh:
             if uvs.ndim != 2 or uvs.shape[1] != 2 or len(uvs) < n:
                 raise ValueError(f"uvs must be (V, 2) with V >= {n}, got {uvs.shape}")
         self._faces, self._n_vertices = faces, n  # vertices beyond the faces' range are allowed
-        self._normal_op = _face_to_vertex(faces, n)
+        self._normal_op = face_to_vertex(faces, n)
         self.visual.set_index(faces)
         self.visual.indexed = self._mode != "wireframe"
         self._vertices, self._colors = None, None
         self.visual.visible = False
-        self.visual.set_data(vertices=np.zeros((n, 3), np.float32), faces=faces, color=SKIN_RGBA)
-        self._texture_filter = None
+        self._show(np.zeros((n, 3), np.float32), faces, self._normal_op, None, SKIN_RGBA)
+        self._texture_filter, self._uvs = None, None
         if uvs is not None:
-            texcoords = np.column_stack([uvs[:, 0], 1.0 - uvs[:, 1]]).astype(np.float32)
-            self._texture_filter = _TextureFilter(np.full((1, 1, 3), 255, np.uint8), texcoords,
-                                                  enabled=False)
+            self._uvs = np.column_stack([uvs[:, 0], 1.0 - uvs[:, 1]]).astype(np.float32)
+            self._texture_filter = FaceTextureFilter()
             self._has_texture = False
+            self._lay_out_texcoords()
         self._attach_filters()
         self._refresh()
 
@@ -179,8 +315,16 @@ class FaceMesh:
         self._attached = [f for f in wanted if f is not None]
         for filt in self._attached:
             self.visual.attach(filt)
-        if wire is not None and self._faces is not None:
-            self._wireframe._update_data()
+        self.visual.mesh_data_changed()  # the filters get the current data before the next draw
+
+    def _lay_out_texcoords(self) -> None:
+        """Texture coordinates as the visual draws: per vertex (indexed) or per face corner."""
+        if self._texture_filter is None or self._uvs is None:
+            return
+        if self.visual.draws_indexed:
+            self._texture_filter.set_texcoords(self._uvs[: self._n_vertices])
+        else:
+            self._texture_filter.set_texcoords(self._uvs[self._faces])
 
     # -- per-frame data -------------------------------------------------------------------
     def set_vertices(self, vertices: np.ndarray | None) -> None:
@@ -218,13 +362,7 @@ class FaceMesh:
         if texture is None:
             self._has_texture = False
         else:
-            tex = texture_as_uint8(texture)
-            if self._has_texture and self._texture_shape == tex.shape:
-                self._texture_filter.fshader["u_texture"].value.set_data(tex)
-            else:
-                self._texture_filter.texture = tex
-                self._texture_filter.fshader["u_texture"].value.interpolation = "linear"
-                self._texture_shape = tex.shape
+            self._texture_filter.set_texture(texture_as_uint8(texture))
             self._has_texture = True
         self._apply_mode()
         self.visual.update()
@@ -255,8 +393,7 @@ class FaceMesh:
         if wire != (self._wireframe in self._attached):
             self.visual.indexed = not wire  # the wireframe needs per-corner barycentrics
             self._attach_filters()
-            if self._texture_filter is not None:
-                self._texture_filter._update_texcoords_buffer(self._texture_filter.texcoords)
+            self._lay_out_texcoords()
         self._wireframe.enabled = wire
 
     def _refresh(self) -> None:
@@ -267,28 +404,12 @@ class FaceMesh:
         if colors is not None and len(colors) != len(self._vertices):
             colors = None  # stale colours from a different vertex count: show plain skin
         n = self._n_vertices  # vertices beyond the faces' range are never drawn
-        self.visual.set_data(vertices=self._vertices[:n], faces=self._faces,
-                             vertex_colors=None if colors is None else colors[:n],
-                             color=WHITE_RGBA if textured else SKIN_RGBA)
-        self._prime_normals()
+        self._show(self._vertices[:n], self._faces, self._normal_op, None if colors is None else colors[:n],
+                   WHITE_RGBA if textured else SKIN_RGBA)
 
-    def _prime_normals(self) -> None:
-        """Hand vispy the smooth vertex normals, computed with a sparse face->vertex sum.
-
-        vispy's MeshData accumulates them with ``np.add.at``, several times slower (about 3 ms a
-        face per frame); it keeps whatever sits in its normals cache, so filling it is enough.
-        """
-        md = self.visual.mesh_data
-        if self._normal_op is None or not hasattr(md, "_vertex_normals") or self._vertices is None:
-            return
-        v = self._vertices[: self._n_vertices]
-        f = self._faces
-        face_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-        normals = np.asarray(self._normal_op @ face_normals, np.float32)
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-        md._vertex_normals = normals
-        # what vispy's shading filter uploads: per vertex when drawing indexed, per corner otherwise
-        md._vertex_normals_indexed_by_faces = normals if self.visual.draws_indexed else normals[f]
+    def _show(self, vertices: np.ndarray, faces: np.ndarray, normal_op, colors: np.ndarray | None,
+              color: tuple) -> None:
+        self.visual.set_data(FaceMeshData(vertices, faces, normal_op, self.visual.draws_indexed, colors), color)
 
     # -- lighting ---------------------------------------------------------------------------
     def set_light_dir(self, direction: np.ndarray) -> None:

@@ -8,8 +8,11 @@ pbuffer and painting its pixels keeps the window on Qt's raster path, where only
 rectangles go to the X server: the window's own cost drops to a few ms.
 
 ``make_canvas(bgcolor)`` returns ``(canvas, widget)``; put ``widget`` in a layout and use
-``canvas`` as usual (``canvas.update()`` schedules a repaint, ``canvas.render()`` works). Mouse
-and wheel events are forwarded, so cameras still orbit and zoom. The EGL context is released
+``canvas`` as usual (``canvas.update()`` schedules a repaint, ``canvas.render()`` works). The
+canvas is an ``OffscreenSceneCanvas`` (a SceneCanvas subclass that hands repaint requests to the
+widget); the widget feeds Qt's mouse and wheel input to it as vispy's own ``canvas.events.mouse_*``
+events (with the drag state vispy's backends keep), so cameras still orbit and zoom and anything
+connected to those events sees them. Nothing reaches into vispy's backend. The EGL context is released
 after every draw so no GL context is left current on the GUI thread. ``MIA_STUDIO_CANVAS``
 chooses: ``offscreen``, ``native`` (a QOpenGLWidget) or ``auto`` (default: offscreen on Linux
 when EGL works, else native).
@@ -21,7 +24,8 @@ import ctypes.util
 import os
 import sys
 import time
-from typing import Any
+from timeit import default_timer
+from typing import Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QPointF, Qt
@@ -67,8 +71,8 @@ def make_canvas(bgcolor: Any) -> tuple[scene.SceneCanvas, QWidget]:
     global _egl_failed
     if canvas_mode() == "offscreen":
         try:
-            canvas = scene.SceneCanvas(keys=None, bgcolor=bgcolor, show=False, app=_egl_application(),
-                                       size=(64, 64))
+            canvas = OffscreenSceneCanvas(keys=None, bgcolor=bgcolor, show=False, app=_egl_application(),
+                                          size=(64, 64))
         except Exception as err:  # EGL loads but cannot make a context/surface: use a native canvas
             _egl_failed = f"{type(err).__name__}: {err}"
         else:
@@ -109,26 +113,110 @@ def _modifiers(event: QMouseEvent | QWheelEvent) -> tuple:
     return tuple(key for flag, key in _MODIFIERS if mods & flag)
 
 
-class OffscreenCanvasWidget(QWidget):
-    """Paints an offscreen SceneCanvas; forwards size, mouse and wheel to it."""
+class OffscreenSceneCanvas(scene.SceneCanvas):
+    """A SceneCanvas on vispy's headless EGL application, drawn on request by a Qt widget.
 
-    def __init__(self, canvas: scene.SceneCanvas, parent: QWidget | None = None) -> None:
+    ``update()`` (what every scene change calls) keeps SceneCanvas's own bookkeeping and then asks
+    ``on_update`` (the widget schedules a Qt repaint) once per drawn frame; requests made while the
+    scene is being drawn are ignored, as SceneCanvas does. ``draw_pixels()`` draws the scene into
+    the pbuffer and reads it back; it and ``render()`` release the EGL context afterwards.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.on_update: Callable[[], None] | None = None
+        self._repaint_requested = False
+        self._busy = False  # drawing or rendering
+        super().__init__(*args, **kwargs)
+
+    def update(self, node: Any = None) -> None:
+        super().update(node)  # with the EGL backend this only marks the canvas, nothing draws
+        if self._busy or self._repaint_requested or self.on_update is None:
+            return
+        self._repaint_requested = True
+        self.on_update()
+
+    def draw_pixels(self) -> np.ndarray:
+        """Draw the scene at the canvas size; (h, w, 3) uint8 RGB, top row first."""
+        self._busy = True
+        try:
+            self.set_current()
+            self.events.draw(region=None)
+            return gloo.read_pixels(alpha=False)
+        finally:
+            self._busy = self._repaint_requested = False
+            release_context()
+
+    def render(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        self._busy = True
+        try:
+            return super().render(*args, **kwargs)
+        finally:
+            self._busy = False
+            release_context()  # grab_image() must not leave the context current either
+
+
+class _MouseDrag:
+    """What vispy's canvas backends keep between mouse events: the press that started the current
+    drag and the previous event (``MouseEvent.press_event`` / ``last_event``), moves closer than
+    10 ms apart dropped, and a double click made of two presses in 0.3 s at one spot."""
+
+    def __init__(self, canvas: scene.SceneCanvas) -> None:
+        self.events = canvas.events
+        self.press: vispy_app.MouseEvent | None = None
+        self.last: vispy_app.MouseEvent | None = None
+        self.last_press: vispy_app.MouseEvent | None = None
+        self.last_move_time = 0.0
+
+    def press_(self, **kwargs: Any) -> None:
+        ev = self.events.mouse_press(press_event=self.press, last_event=self.last, **kwargs)
+        if self.press is None:
+            self.press = ev
+        self.last = ev
+        before, self.last_press = self.last_press, ev
+        if (before is not None and ev.time - before.time <= 0.3 and ev.button == before.button
+                and np.array_equal(ev.pos, before.pos)):
+            self.double_click(**kwargs)
+
+    def move(self, **kwargs: Any) -> None:
+        now = default_timer()
+        if now - self.last_move_time < 0.01:
+            return
+        self.last_move_time = now
+        if self.press is None:  # outside a drag an event remembers one step back, not the whole chain
+            last = None if self.last is None else _forgetful(self.last)
+        else:
+            kwargs["button"], last = self.press.button, self.last
+        self.last = self.events.mouse_move(press_event=self.press, last_event=last, **kwargs)
+
+    def release(self, **kwargs: Any) -> None:
+        ev = self.events.mouse_release(press_event=self.press, last_event=self.last, **kwargs)
+        if self.press is not None and self.press.button == ev.button:
+            self.press = None
+        self.last = ev
+
+    def double_click(self, **kwargs: Any) -> None:
+        self.last = self.events.mouse_double_click(press_event=self.press, last_event=self.last, **kwargs)
+
+
+def _forgetful(event: vispy_app.MouseEvent) -> vispy_app.MouseEvent:
+    """A copy of a mouse event without its own ``last_event`` (ends the chain there)."""
+    return vispy_app.MouseEvent(event.type, pos=event.pos, button=event.button, buttons=event.buttons,
+                                modifiers=event.modifiers, delta=event.delta,
+                                press_event=event.press_event, native=event.native)
+
+
+class OffscreenCanvasWidget(QWidget):
+    """Paints an OffscreenSceneCanvas; forwards size, mouse and wheel to it."""
+
+    def __init__(self, canvas: OffscreenSceneCanvas, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = canvas
         self._image: QImage | None = None
         self._pixels: np.ndarray | None = None
         self._dirty = True
         self.draw_ms = 0.0
-        backend = canvas._backend
-        backend._vispy_update = self._schedule  # canvas.update() -> a Qt repaint of this widget
-        render = canvas.render
-
-        def render_and_release(*args: Any, **kwargs: Any) -> np.ndarray:
-            try:
-                return render(*args, **kwargs)
-            finally:
-                release_context()
-        canvas.render = render_and_release  # grab_image() must not leave the context current either
+        self._drag = _MouseDrag(canvas)
+        canvas.on_update = self._schedule  # canvas.update() -> a Qt repaint of this widget
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
         self.setMouseTracking(False)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
@@ -141,15 +229,8 @@ class OffscreenCanvasWidget(QWidget):
         self.update()
 
     def _draw(self) -> None:
-        canvas = self.canvas
         start = time.perf_counter()
-        try:
-            canvas.set_current()
-            canvas.events.draw(region=None)
-            pixels = gloo.read_pixels(alpha=False)
-        finally:
-            release_context()
-        self._pixels = np.ascontiguousarray(pixels)
+        self._pixels = np.ascontiguousarray(self.canvas.draw_pixels())
         h, w = self._pixels.shape[:2]
         self._image = QImage(self._pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self._dirty = False
@@ -172,26 +253,30 @@ class OffscreenCanvasWidget(QWidget):
         self._schedule()
 
     # ----- input
-    def _mouse(self, method: str, event: QMouseEvent, button: bool = True) -> None:
+    @staticmethod
+    def _mouse_fields(event: QMouseEvent, button: bool = True) -> dict:
         pos = event.position()
-        kwargs = {"native": event, "pos": (pos.x(), pos.y()), "modifiers": _modifiers(event),
+        fields = {"native": event, "pos": (pos.x(), pos.y()), "modifiers": _modifiers(event),
                   "buttons": [b for q, b in _BUTTONS.items() if event.buttons() & q]}
         if button:
-            kwargs["button"] = _BUTTONS.get(event.button(), 0)
-        getattr(self.canvas._backend, method)(**kwargs)
-        event.accept()
+            fields["button"] = _BUTTONS.get(event.button(), 0)
+        return fields
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        self._mouse("_vispy_mouse_press", event)
+        self._drag.press_(**self._mouse_fields(event))
+        event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        self._mouse("_vispy_mouse_release", event)
+        self._drag.release(**self._mouse_fields(event))
+        event.accept()
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
-        self._mouse("_vispy_mouse_double_click", event)
+        self._drag.double_click(**self._mouse_fields(event))
+        event.accept()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        self._mouse("_vispy_mouse_move", event, button=False)
+        self._drag.move(**self._mouse_fields(event, button=False))
+        event.accept()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         delta = event.angleDelta()
