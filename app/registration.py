@@ -5,6 +5,8 @@ with Cancel (app/workers.py); when it finishes, the panel shows the quality repo
 the window loads the registered neutral like any other (validated against the model topology, then
 driven shape-only, or with an avatar after ``mia adapt``). ``show_saved_report`` shows the report a
 registered neutral carries beside it (``<stem>.registration.json``) whenever such a mesh is loaded.
+Landmarks picked on the scan in the panel (``NeutralMeshPanel.landmarks_for``) go to the registration,
+which saves them beside the result (``<stem>.landmarks.json``, the ``--landmarks`` format).
 """
 from __future__ import annotations
 

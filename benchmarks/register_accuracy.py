@@ -1,6 +1,6 @@
 """Scan registration accuracy on scans made from the kit's identities but not in its topology.
 
-For each kind of scan (subdivided, decimated, re-triangulated, cropped to the front, noisy; in mm,
+For each kind of scan (subdivided, decimated, re-triangulated, cropped to the front, with 0.2 and 0.5 mm noise; in mm,
 cm, m or inches; every one at a random pose) and several identities, the registered neutral is
 compared vertex by vertex with the identity's true neutral (target: mean <= 0.5 mm; the 95th
 percentile is reported). Then the driven shape error: the shipped model drives the demo capture's
@@ -28,6 +28,9 @@ KINDS = {
     "re-triangulated 2 mm, m": ScanSpec(remesh="retriangulate", cell_mm=2.0, units="m"),
     "front crop, re-triangulated, mm": ScanSpec(remesh="retriangulate", cell_mm=2.0, crop_front=True),
     "noise 0.2 mm, re-triangulated, cm": ScanSpec(remesh="retriangulate", cell_mm=2.0, noise_mm=0.2, units="cm"),
+    "noise 0.5 mm, re-triangulated 2.5 mm, mm": ScanSpec(remesh="retriangulate", cell_mm=2.5, noise_mm=0.5),
+    "front crop, noise 0.5 mm, re-triangulated 2.5 mm, cm": ScanSpec(remesh="retriangulate", cell_mm=2.5,
+                                                                    crop_front=True, noise_mm=0.5, units="cm"),
 }
 
 
@@ -53,7 +56,8 @@ def accuracy(identities: int) -> None:
         all_means += means
         print(f"| {name} | {identities} | {np.mean(means):.3f} | {np.mean(p95s):.3f} | {np.max(means):.3f} | "
               f"{np.mean(cover):.2f} | {np.mean(secs):.1f} |")
-    print(f"\nall {len(all_means)} scans: mean {np.mean(all_means):.3f} mm, worst {np.max(all_means):.3f} mm")
+    print(f"\nall {len(all_means)} scans: mean {np.mean(all_means):.3f} mm, worst {np.max(all_means):.3f} mm "
+          f"(target: every scan <= 0.5 mm: {'met' if np.max(all_means) <= 0.5 else 'NOT met'})")
 
 
 def driven() -> None:

@@ -15,6 +15,9 @@ class ScanConfig:
 
     sample_spacing_mm: float = 0.8   # dense samples on the triangles (closest points need no rtree)
     max_samples: int = 400_000       # cap for huge scans (the spacing grows instead)
+    border_margin_mm: float = 0.0    # samples this close to the open border also count as border ...
+    border_margin_noise: float = 10.0  # ... plus this many times the scan's estimated vertex noise (mm):
+    # a noisy scan's ragged edges (eye openings, a crop) pulled the face ~1 mm along itself
 
 
 @dataclass
@@ -48,6 +51,7 @@ class IdentityFitConfig:
     plausible_sigma: float = 4.0     # coefficients beyond this are not trusted from the weak prior
     max_distance_mm: float = 10.0    # matches further than this are ignored
     min_normal_dot: float = 0.5      # model and scan normals must agree this well
+    model_normals_noise_mm: float = 0.15  # on scans noisier than this, residuals along the model's normals
 
 
 @dataclass
@@ -60,6 +64,7 @@ class RefineConfig:
     max_distance_mm: float = 3.0
     max_displacement_mm: float = 6.0
     min_normal_dot: float = 0.7
+    model_normals_noise_mm: float = 0.15  # as IdentityFitConfig: the scan's normals are too noisy beyond this
 
 
 @dataclass

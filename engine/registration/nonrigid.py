@@ -12,7 +12,9 @@ points, solved with scipy's sparse LU; moving along the normal only means the mo
 closest-point deformation would do. Vertices the scan does not cover (and the eyes and the hidden
 inner lips, see ``template.py``) get no data term: the smoothness carries nearby displacement a
 little way into them and the anchor brings them back to the model fit. Three rounds re-match the
-moved surface. Displacements are clipped to ``max_displacement_mm``.
+moved surface. Displacements are clipped to ``max_displacement_mm``. On a noisy scan (estimated vertex
+noise above ``model_normals_noise_mm``, see ``scan.estimate_noise``) the residual is taken along the
+fitted face's own normal instead of the scan's, which the noise tilts.
 """
 from __future__ import annotations
 
@@ -40,8 +42,9 @@ def refine(template: Template, scan: ScanSurface, pose: Pose, fitted: np.ndarray
         verts = fitted + d[:, None] * normals
         m = match(verts, template.normals(verts), scan, pose, cfg.max_distance_mm, cfg.min_normal_dot, template.fit)
         v = m.valid
-        a = np.where(v, np.einsum("ij,ij->i", m.normals, normals), 0.0)
-        b = np.where(v, np.einsum("ij,ij->i", m.normals, m.points - fitted), 0.0)
+        n = normals if scan.noise_mm > cfg.model_normals_noise_mm else m.normals
+        a = np.where(v, np.einsum("ij,ij->i", n, normals), 0.0)
+        b = np.where(v, np.einsum("ij,ij->i", n, m.points - fitted), 0.0)
         lhs = (system + sp.diags(a * a)).tocsc()
         d = np.clip(spsolve(lhs, a * b), -cfg.max_displacement_mm, cfg.max_displacement_mm)
     return fitted + d[:, None] * normals

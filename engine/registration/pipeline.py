@@ -151,7 +151,7 @@ def _register(verts: np.ndarray, faces: np.ndarray | None, units: str | None,
         residual_mm=residual, mean_mm=mean, p95_mm=p95, max_mm=worst, coverage=coverage,
         identity_fit_mean_mm=identity_mean, identity=[round(float(b), 5) for b in fit.coefficients],
         pose={"model_to_scan_mm": fit.pose.to_dict()}, landmarks=sorted(landmarks or {}), warnings=warnings,
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(time.perf_counter() - started, 3), scan_noise_mm=round(float(scan.noise_mm), 3),
         topology={"name": template.topology_name, "vertex_count": template.vertex_count,
                   "hash": template.topology_hash},
         config=cfg.to_dict())

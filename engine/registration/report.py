@@ -51,6 +51,7 @@ class RegistrationReport:
     landmarks: list[str]
     warnings: list[str]
     seconds: float = 0.0
+    scan_noise_mm: float = 0.0     # estimated vertex noise of the scan (mm), see scan.estimate_noise
     topology: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
