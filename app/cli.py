@@ -9,7 +9,7 @@ import sys
 from engine.errors import MiaError
 
 COMMANDS = ("synth", "avatars", "train", "adapt", "eval", "export", "bundle", "model", "bench", "info",
-            "stream", "blendshapes", "register")
+            "stream", "blendshapes", "arkit_head", "register")
 
 
 def build_parser() -> argparse.ArgumentParser:

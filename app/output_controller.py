@@ -2,7 +2,8 @@
 
 Each frame the GUI takes from the session, the driven mesh of the chosen face (the subject or a
 retarget target) and its neutral are handed to engine.output's OutputStreamer, which returns at
-once; the fit and the sockets run on the streamer's own thread. A timer (10 Hz) draws its latest
+once, with the frame's code e when the bundle carries it (the checkpoint's ARKit head reads e; without
+it the streamer fits the mesh); the weights and the sockets run on the streamer's own thread. A timer (10 Hz) draws its latest
 weights and statistics into the panel, so a fast stream costs the GUI nothing per packet. Profiles
 (name -> OutputConfig as JSON, calibration included) live under ``output/`` in the studio's INI file.
 """
@@ -18,6 +19,7 @@ from engine.output.arkit import ARKIT_NAMES
 from engine.output.endpoint import OutputError
 from engine.output.stage import OutputConfig
 from engine.output.streamer import OutputStreamer
+from engine.output.weights import WeightSource
 from widgets.output_panel import OutputPanel
 
 DEFAULT_PROFILE = "default"
@@ -77,6 +79,7 @@ class OutputController(QObject):
         self.config = self.profiles.load(self.profile)
         self.streamer = OutputStreamer(self.config)
         self._subject_neutral: Any = None
+        self._checkpoint: Any = None
         self.submitted = 0
         panel.set_profiles(self.profiles.names(), self.profile)
         panel.set_config(self.config.to_dict())
@@ -148,8 +151,20 @@ class OutputController(QObject):
             mesh, neutral = bundle.mesh, self._subject_neutral
         if neutral is None or getattr(neutral, "shape", None) != mesh.shape:
             return
-        self.streamer.submit(mesh, neutral)
+        self._follow_model()
+        self.streamer.submit(mesh, neutral, embedding=getattr(bundle, "embedding", None))
         self.submitted += 1
+
+    def _follow_model(self) -> None:
+        """Give the streamer the ARKit head of the model in use, once per model (or the fit, and why)."""
+        engine = getattr(getattr(self.session, "worker", None), "engine", None)
+        checkpoint = getattr(engine, "checkpoint", None)
+        if checkpoint is None or checkpoint is self._checkpoint:
+            return
+        self._checkpoint = checkpoint
+        source = WeightSource.for_checkpoint(checkpoint)
+        LOG.info(source.describe())
+        self.streamer.set_weights(source)
 
     def _target_neutral(self, name: str) -> Any:
         engine = getattr(getattr(self.session, "worker", None), "engine", None)

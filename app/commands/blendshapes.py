@@ -1,9 +1,10 @@
 """`mia blendshapes`: per-frame ARKit-52 weights (and eye gaze) of a capture as CSV, for offline use.
 
-The model drives the capture's subject (or ``--subject``); engine.output.solver fits the weights to
-each predicted mesh. Where the capture has ground truth, the true weights (the person's own
-``blendshapes.npy``, else the intent ``expressions.npy``, through the same ICT->ARKit table) and the
-true gaze follow in ``true_*`` columns. The file is written to a temporary sibling and renamed into
+The model drives the capture's subject (or ``--subject``); the weights come from
+engine.output.weights: the checkpoint's ARKit head on B's code e, with jawOpen from the bounded fit
+of each predicted mesh, or the fit alone for a checkpoint without a head (``--weights``). Where the
+capture has ground truth, the true weights (the person's own ``blendshapes.npy``, else the intent
+``expressions.npy``, through the same ICT->ARKit table) and the true gaze follow in ``true_*`` columns. The file is written to a temporary sibling and renamed into
 place, so an interrupted run never leaves a half-written CSV under the requested name.
 
     mia blendshapes resources/demo_capture --out weights.csv
@@ -32,6 +33,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
     p.add_argument("--batch", type=int, default=64, help="frames per forward pass")
+    p.add_argument("--weights", choices=("auto", "head", "fit", "combined"), default="auto",
+                   help="the checkpoint's ARKit head on e, the bounded fit of the mesh, or the head with the fit "
+                        "for jawOpen (auto, the default: combined when the checkpoint has a head, else fit)")
     return p
 
 
@@ -65,18 +69,20 @@ def run(args) -> int:
     capture = open_capture(args.capture)
     try:
         from engine.inference import InferenceEngine
-        from engine.output.solver import BlendshapeSolver
+        from engine.output.weights import WeightSource
         engine = InferenceEngine(checkpoint, threads=args.threads or default_threads())
         subject = resolve_subject(engine, args.subject or capture.meta.subject_id, args.capture)
-        solver = BlendshapeSolver()
+        source = WeightSource.for_checkpoint(engine.checkpoint, args.weights)
+        solver = source.solver
         n = len(capture)
         weights = np.zeros((n, len(ARKIT_NAMES)), np.float32)
         gaze = np.zeros((n, 2, 2), np.float32)
         with tqdm_progress("blendshapes", "frame") as progress:
             for start in range(0, n, args.batch):
                 idx = range(start, min(n, start + args.batch))
-                mesh = engine.predict(np.stack([capture.frame(i) for i in idx]), subject).mesh
-                weights[idx.start:idx.stop] = solver.arkit(mesh, subject.neutral)
+                pred = engine.predict(np.stack([capture.frame(i) for i in idx]), subject)
+                mesh = pred.mesh
+                weights[idx.start:idx.stop] = source.arkit(mesh, subject.neutral, pred.embedding)
                 for k, i in enumerate(idx):
                     gaze[i] = solver.gaze(mesh[k], subject.neutral)
                 progress(idx.stop, n, f"subject {subject.name}")
@@ -97,6 +103,7 @@ def run(args) -> int:
     truth = (f"; ground truth from {truth_file} in the true_* columns" if true_w is not None
              else "; the capture has no ground-truth weights")
     print(f"wrote {n} frames x {len(ARKIT_NAMES)} ARKit weights + gaze of subject {subject.name} to {args.out}{truth}")
+    print(source.describe())
     return 0
 
 

@@ -22,6 +22,8 @@ def _checkpoint_info(path: Path) -> None:
     print(f"identities with adaptation layer ({len(ckpt.identities)}): {', '.join(ckpt.identities) or '-'}")
     print(f"subjects ({len(ckpt.subjects)}): {', '.join(ckpt.subjects) or '-'}")
     print(f"topology: {ckpt.topology['name']}, {ckpt.topology['vertex_count']} vertices, hash {ckpt.topology['hash']}")
+    from engine.output.head import head_status
+    print(f"ARKit weights: {head_status(ckpt).reason}")
     if ckpt.provenance:
         print("provenance: " + json.dumps(ckpt.provenance, default=str)[:500])
     if ckpt.training:

@@ -7,9 +7,11 @@
 
 SOURCE is a capture folder (replayed at its own frame rate, ``--loop`` to repeat), ``synthetic``
 (the synthetic world rendered live) or three cameras (device indices or stream URLs: left eye,
-right eye, mouth). Each frame: inference, the bounded least-squares ARKit fit (engine.output.solver)
-and the output stage (calibration, one-euro smoothing, rate limit, senders). The stage runs in this
-loop, not on the GUI's output thread: there is no GUI to keep responsive, and every frame is sent.
+right eye, mouth). Each frame: inference, the ARKit weights (engine.output.weights: the checkpoint's
+ARKit head on e where it has one, with jawOpen from the bounded least-squares fit of the mesh; the
+fit alone for a checkpoint without a head; ``--weights`` picks) and the output stage
+(calibration, one-euro smoothing, rate limit, senders). The stage runs in this loop, not on the
+GUI's output thread: there is no GUI to keep responsive, and every frame is sent.
 
 On a terminal a progress bar shows fps and packets; in a log, one status line every 30 s. Ctrl-C
 (or SIGTERM) stops cleanly: sockets closed, camera threads joined, a summary printed, exit 130.
@@ -50,6 +52,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=60.0, help="most packets a second per protocol (0: every frame)")
     p.add_argument("--no-smoothing", action="store_true", help="send the raw weights (no one-euro filter)")
     p.add_argument("--bundle", action="store_true", help="pack each frame's OSC messages into one bundle")
+    p.add_argument("--weights", choices=("auto", "head", "fit", "combined"), default="auto",
+                   help="where the ARKit weights come from: the checkpoint's ARKit head on e, the bounded fit of "
+                        "the mesh, or the head with jawOpen from the fit (auto, the default: combined when the "
+                        "checkpoint has a head, else fit)")
     p.add_argument("--seed", type=int, default=0, help="synthetic source: the world's seed")
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
@@ -218,14 +224,15 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
     start = time.perf_counter()
     try:
         from engine.inference import InferenceEngine
-        from engine.output.solver import BlendshapeSolver
+        from engine.output.weights import WeightSource
         source = open_stream_source(spec, args)
         engine = InferenceEngine(checkpoint, threads=args.threads or default_threads())
         subject = driven_subject(engine, source, args)
         engine.set_subject(subject.name, subject.neutral)
         if source.kind == "cameras":
             engine.set_rois(source.rois)
-        solver = BlendshapeSolver()
+        weights = WeightSource.for_checkpoint(engine.checkpoint, args.weights)
+        weights.solver  # noqa: B018 (built before the first frame: ~1 s, not part of the frame times)
         stage = OutputStage(config)
         if stage.errors:
             raise MiaError("; ".join(stage.errors.values()))
@@ -234,6 +241,7 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
         targets = ", ".join(f"{titles[p]} {config.endpoint(p).host}:{config.endpoint(p).port}" for p in active)
         print(f"mia stream: {source.name} -> {targets or 'no outputs (weights computed, nothing sent)'}; "
               f"subject {subject.name}, model {checkpoint.name}", file=sys.stderr, flush=True)
+        print(f"mia stream: {weights.describe()}", file=sys.stderr, flush=True)
         pace = source.kind == "capture" and args.fps != 0
         period = 1.0 / (args.fps or source.fps) if pace else 0.0
         status = Status(args.frames, titles)
@@ -257,8 +265,8 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
                 continue
             result = engine(frame.images)
             t2 = time.perf_counter()
-            arkit = solver.arkit(result.mesh, subject.neutral)
-            gaze = solver.gaze(result.mesh, subject.neutral)
+            arkit = weights.arkit(result.mesh, subject.neutral, result.embedding)
+            gaze = weights.gaze(result.mesh, subject.neutral)
             t3 = time.perf_counter()
             stage.process(np.asarray(arkit), gaze, t3 - start)
             t4 = time.perf_counter()
@@ -284,7 +292,8 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
     summary = {"frames": frames, "seconds": round(elapsed, 3), "fps": round(frames / max(elapsed, 1e-9), 2),
                "packets": {p: stats["packets"][p] for p in titles}, "errors": stats["errors"],
                "ms_per_frame": {k: round(v / max(frames, 1), 3) for k, v in ms.items()},
-               "interrupted": interrupted, "subject": subject.name, "source": source.name}
+               "interrupted": interrupted, "subject": subject.name, "source": source.name,
+               "weights": weights.mode, "weights_reason": weights.reason}
     print(f"mia stream: {frames} frame{'s' if frames != 1 else ''} in {elapsed:.2f} s ({summary['fps']:.1f} fps); packets: "
           f"{status.packets_text(summary['packets'])}")
     print("mia stream: ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["ms_per_frame"].items()))

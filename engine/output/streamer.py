@@ -2,7 +2,8 @@
 
 ``submit`` drops a frame's mesh (or ready-made weights) into a one-slot mailbox and returns at once;
 an unread frame is replaced by the newer one (outputs want the newest face, not a backlog). The thread
-solves ARKit weights (engine.output.solver), runs the OutputStage and keeps the latest weights and
+computes ARKit weights (engine.output.weights: the checkpoint's ARKit head on the frame's code e
+when ``set_weights`` gave one, else the bounded fit of the mesh), runs the OutputStage and keeps the latest weights and
 statistics for whoever draws meters. Settings changes and "set neutral" are applied on the thread
 between frames. No Qt: the GUI and `mia stream` both use it.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from engine.output.solver import BlendshapeSolver
 from engine.output.stage import OutputConfig, OutputStage
+from engine.output.weights import WeightSource
 
 
 @dataclass
@@ -26,6 +28,7 @@ class _Job:
     arkit: np.ndarray | None
     gaze: np.ndarray | None
     time_s: float | None
+    embedding: np.ndarray | None = None
 
 
 class OutputStreamer:
@@ -33,6 +36,7 @@ class OutputStreamer:
 
     def __init__(self, config: OutputConfig = OutputConfig(), solver: BlendshapeSolver | None = None) -> None:
         self._solver = solver
+        self._weights: WeightSource | None = None
         self._config = config
         self._stage: OutputStage | None = None
         self._job: _Job | None = None
@@ -47,9 +51,15 @@ class OutputStreamer:
         self._thread.start()
 
     # ----- any thread
-    def submit(self, mesh: np.ndarray, neutral: np.ndarray, time_s: float | None = None) -> None:
-        """A driven mesh and its neutral (mm, model topology); never blocks."""
-        self._put(_Job(mesh, neutral, None, None, time_s))
+    def submit(self, mesh: np.ndarray, neutral: np.ndarray, time_s: float | None = None,
+               embedding: np.ndarray | None = None) -> None:
+        """A driven mesh and its neutral (mm, model topology), and the frame's code e when known (the
+        ARKit head needs it; it is identity-free, so a retarget target's frame has the same e); never blocks."""
+        self._put(_Job(mesh, neutral, None, None, time_s, embedding))
+
+    def set_weights(self, source: WeightSource) -> None:
+        """Where weights come from from now on (WeightSource.for_checkpoint of the model in use)."""
+        self._command("weights", source)
 
     def submit_weights(self, arkit: np.ndarray, gaze: np.ndarray | None = None, time_s: float | None = None) -> None:
         """Ready-made ARKit-52 weights (and (2, 2) gaze); never blocks."""
@@ -120,6 +130,9 @@ class OutputStreamer:
                 old.close()
             self._stage = OutputStage(arg)
             self._publish_stats()
+        elif name == "weights":
+            self._weights = arg
+            self._publish_stats()
         elif self._stage is not None and name == "neutral":
             self._stage.set_neutral(arg)
         elif self._stage is not None and name == "reset":
@@ -132,11 +145,12 @@ class OutputStreamer:
         try:
             arkit, gaze = job.arkit, job.gaze
             if arkit is None:
-                if self._solver is None:
-                    self._solver = BlendshapeSolver()  # once, ~1 s: not part of the per-frame solve time
+                if self._weights is None:
+                    self._weights = WeightSource(solver=self._solver)
+                self._weights.solver  # noqa: B018 (built once, ~1 s: not part of the per-frame solve time)
                 t0 = time.perf_counter()
-                arkit = self._solver.arkit(job.mesh, job.neutral)
-                gaze = self._solver.gaze(job.mesh, job.neutral)
+                arkit = self._weights.arkit(job.mesh, job.neutral, job.embedding)
+                gaze = self._weights.gaze(job.mesh, job.neutral)
                 dt = (time.perf_counter() - t0) * 1e3
                 self._solve_ms = dt if not self._solve_ms else 0.95 * self._solve_ms + 0.05 * dt
             frame = stage.process(arkit, gaze, job.time_s)
@@ -155,5 +169,6 @@ class OutputStreamer:
             return
         stats = stage.stats()
         stats["solve_ms"] = self._solve_ms
+        stats["weights"] = self._weights.describe() if self._weights is not None else ""
         with self._cond:
             self._stats = stats
