@@ -164,8 +164,9 @@ def head_status(checkpoint: object) -> HeadStatus:
     if head.backbone != backbone_fingerprint(getattr(checkpoint, "state_dict", {})):
         return HeadStatus(None, "the ARKit head was fitted on another backbone than this checkpoint's (refit it "
                                 "with `mia arkit-head`); weights come from the bounded fit of the mesh")
+    method = "MLP" if head.output == "sigmoid" else f"ridge on {head.features} features"
     n = head.info.get("frames")
-    return HeadStatus(head, f"ARKit head ({head.features}, fitted on {n} frames)" if n else "ARKit head")
+    return HeadStatus(head, f"ARKit head ({method}, fitted on {n} frames)" if n else f"ARKit head ({method})")
 
 
 # --------------------------------------------------------------------------- fitting
