@@ -312,7 +312,7 @@ def _write_text(path: Path, text: str) -> None:
 def write_report(results: list[CaptureEvaluation], out_dir: str | os.PathLike, title: str = "MIA evaluation",
                  info: dict | None = None) -> dict[str, Path]:
     """results.json, report.md (the table) and PNG plots (per-frame curves, per-capture bars)."""
-    from engine import plots
+    from engine import plots  # here, not at the top: matplotlib is only needed for reports
     if not results:
         raise ValueError("write_report: no results to report")
     out = Path(out_dir)

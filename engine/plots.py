@@ -2,19 +2,36 @@
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas rather than pyplot,
 so plotting touches no global backend state and is safe inside the Qt application and in threads.
+
+The figures take anything shaped like an evaluation result (``CaptureErrors``: per-region error
+curves, their baselines and a mean), so this module does not import engine/evaluate.py, which
+imports it to write its reports.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from engine.evaluate import CaptureEvaluation
+Errors = dict[str, np.ndarray]  # region -> per-frame errors
+
+
+class CaptureErrors(Protocol):
+    """Per-frame errors of one capture, as engine.evaluate.CaptureEvaluation holds them."""
+
+    capture: str
+    subject: str
+    frames: np.ndarray
+    shape: Errors
+    baseline: Errors
+    texture: Errors
+    texture_baseline: Errors
+
+    def mean(self, kind: str) -> dict[str, float]: ...
 
 REGION_COLOURS = {"eyes": "tab:blue", "mouth": "tab:red", "face": "tab:green"}
 UNITS = {"shape": "error (mm)", "texture": "error (intensity 0-255)"}
@@ -30,7 +47,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_frame_errors(result: CaptureEvaluation, path: str | os.PathLike) -> Path:
+def plot_frame_errors(result: CaptureErrors, path: str | os.PathLike) -> Path:
     """Per-frame error curves per region (solid) with the neutral baseline (dashed); texture below."""
     kinds = [("shape", "baseline")] + ([("texture", "texture_baseline")] if result.texture else [])
     fig = Figure(figsize=(9, 3.2 * len(kinds)), layout="constrained")
@@ -51,7 +68,7 @@ def plot_frame_errors(result: CaptureEvaluation, path: str | os.PathLike) -> Pat
     return _save(fig, path)
 
 
-def plot_capture_bars(results: list[CaptureEvaluation], path: str | os.PathLike, kind: str = "shape") -> Path:
+def plot_capture_bars(results: list[CaptureErrors], path: str | os.PathLike, kind: str = "shape") -> Path:
     """Mean error per capture and region (bars) with the neutral baseline as a black tick."""
     base = "baseline" if kind == "shape" else "texture_baseline"
     rows = [r for r in results if getattr(r, kind)]
