@@ -3,35 +3,62 @@
 Each asks what to do (app/dialogs.py), runs off the GUI thread behind a progress dialog with Cancel
 (app/workers.py, or the session's own worker for sequence exports) and reports the outcome in the
 dialog and the status bar. Nothing here blocks the GUI thread for longer than a frame.
+
+The actions know the window only through ``StudioWindow``, the few parts they use (a structural
+protocol the main window satisfies), so this module does not import app/main_window.py, which
+imports it.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from app import tasks
 from app.dialogs import AdaptDialog, ExportDialog
 from app.exporter import ExportRequest, SequenceExporter
+from app.presenter import FramePresenter
+from app.session import Session
+from app.status_bar import StudioStatusBar
 from app.workers import run_in_dialog
+from widgets.mesh_viewer import MeshViewer
 from widgets.progress_dialog import TaskProgressDialog
 
-if TYPE_CHECKING:
-    from app.main_window import MainWindow
+
+class StudioWindow(Protocol):
+    """What the actions need from the window they serve (app/main_window.MainWindow has it)."""
+
+    session: Session
+    status: StudioStatusBar
+    presenter: FramePresenter
+    viewer: MeshViewer
+    threads: int
+
+    @property
+    def topology(self) -> Any: ...
+
+    def open_model(self, path: str) -> None: ...
+
+    def save_screenshot(self, path: str) -> bool: ...
 
 
 class StudioActions:
     """Menu actions that start long work; keeps the running jobs alive."""
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: StudioWindow) -> None:
         self.window = window
         self.jobs: list[Any] = []
 
     @property
-    def session(self):
+    def session(self) -> Session:
         return self.window.session
+
+    @property
+    def parent(self) -> QWidget | None:
+        """The window as the parent of the dialogs (None when it is not a widget, e.g. in a test)."""
+        return self.window if isinstance(self.window, QWidget) else None
 
     def _need(self, model: bool = False, capture: bool = False) -> bool:
         """Say what is missing (status bar) and return False when a job cannot start."""
@@ -69,7 +96,7 @@ class StudioActions:
             return text
 
         neutral = subject.get("neutral") if subject else None
-        job = run_in_dialog(self.window, "Evaluate capture",
+        job = run_in_dialog(self.parent, "Evaluate capture",
                             lambda ctx: tasks.evaluate(ctx, self.session.model_path, path,
                                                        info.get("subject_id"), neutral,
                                                        spec.avatar if spec else None, self.window.threads),
@@ -84,7 +111,7 @@ class StudioActions:
         if choice is None:
             info = self.session.source_info
             data = str(Path(info["spec"]["path"]).parent) if info.get("kind") == "capture" else ""
-            dialog = AdaptDialog(self.session.model_path, data, info.get("subject_id") or "", self.window)
+            dialog = AdaptDialog(self.session.model_path, data, info.get("subject_id") or "", self.parent)
             if dialog.exec() != AdaptDialog.DialogCode.Accepted:
                 return None
             choice = dialog.choice()
@@ -94,7 +121,7 @@ class StudioActions:
             self.window.open_model(str(path))
             return f"Added {choice['subject']} to a new model {path}; it is now loaded."
 
-        job = run_in_dialog(self.window, f"Adapt to {choice['subject']}",
+        job = run_in_dialog(self.parent, f"Adapt to {choice['subject']}",
                             lambda ctx: tasks.adapt_subject(ctx, model, choice["data"], choice["subject"],
                                                             choice["out"], int(choice["steps"]), choice["neutral"]),
                             done, cancelled_text="Adaptation cancelled; no checkpoint was written.")
@@ -107,7 +134,7 @@ class StudioActions:
             return None
         model = self.session.model_path
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self.window, "Folder for the ONNX export",
+            folder = QFileDialog.getExistingDirectory(self.parent, "Folder for the ONNX export",
                                                       str(Path(model).parent))
             if not folder:
                 return None
@@ -116,7 +143,7 @@ class StudioActions:
             err = manifest.get("max_abs_error", {})
             return (f"Exported to {folder} (max error vs torch: mesh {err.get('mesh', float('nan')):.1e} mm).")
 
-        job = run_in_dialog(self.window, "Export ONNX", lambda ctx: tasks.export_onnx(ctx, model, folder), done)
+        job = run_in_dialog(self.parent, "Export ONNX", lambda ctx: tasks.export_onnx(ctx, model, folder), done)
         self.jobs.append(job)
         return job[1]
 
@@ -126,7 +153,7 @@ class StudioActions:
             return None
         info = self.session.source_info
         if choice is None:
-            dialog = ExportDialog(self.session.frame_count, str(Path.home()), str(info.get("name", "")), self.window)
+            dialog = ExportDialog(self.session.frame_count, str(Path.home()), str(info.get("name", "")), self.parent)
             if dialog.exec() != ExportDialog.DialogCode.Accepted:
                 return None
             choice = dialog.choice()
@@ -136,7 +163,7 @@ class StudioActions:
                                 None if topology is None else topology.faces,
                                 None if topology is None else topology.uvs,
                                 str(self.session.subject_info.get("name", "")))
-        dialog = TaskProgressDialog("Export driven sequence", self.window)
+        dialog = TaskProgressDialog("Export driven sequence", self.parent)
         exporter = SequenceExporter(self.session, request, self.window.viewer.grab_image)
         exporter.progress.connect(dialog.set_progress)
         exporter.finished_with.connect(dialog.finish)
@@ -156,11 +183,11 @@ class StudioActions:
     # ----- File › Save screenshot
     def save_screenshot(self, path: str | None = None) -> str | None:
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self.window, "Save screenshot", "mia_studio.png", "*.png")
+            path, _ = QFileDialog.getSaveFileName(self.parent, "Save screenshot", "mia_studio.png", "*.png")
             if not path:
                 return None
         if not self.window.save_screenshot(path):
-            QMessageBox.warning(self.window, "Screenshot", f"Could not write {path}.")
+            QMessageBox.warning(self.parent, "Screenshot", f"Could not write {path}.")
             return None
         self.window.status.show_notice(f"Screenshot saved to {path}")
         return path

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from app.frame_worker import FrameBundle
+from app.worker_protocol import FrameBundle
 from app.logs import report
 from app.session import Session
 

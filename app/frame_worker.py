@@ -1,8 +1,8 @@
 """The per-frame loop, off the GUI thread: read three views → infer → publish, paced to the source.
 
 The worker thread owns the source and the inference engine. The GUI never calls them directly:
-it posts commands (open a source, load a model, seek, play, change subject or targets) which the
-loop applies between frames, so nothing races with a frame in flight and a synthetic source's GL
+it posts commands (app/worker_protocol.py: open a source, load a model, seek, play, change subject
+or targets) which the loop applies between frames, so nothing races with a frame in flight and a synthetic source's GL
 context stays on the thread that made it.
 
 Results leave through a one-slot mailbox and ``frame_available`` is emitted only when the slot was
@@ -18,44 +18,23 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from app.logs import LOG, report
-from app.subjects import SubjectSpec
-from engine.sources import CameraState, FrameSource, Images, SourceFrame, open_source
+from app.subjects import NeutralSource, SubjectSpec
+from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, OpenSource, Play, Quit, Refresh,
+                                 Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
+                                 Step, SubjectSet, TargetsSet, Wake)
+from engine.sources import FrameSource, SourceFrame, open_source
+
+__all__ = ["FrameBundle", "FrameWorker"]  # FrameBundle lives in app/worker_protocol.py
 
 SLOT_POLL_S = 0.05
 STATE_REFRESH_S = 0.25  # live source without news: still tell the GUI about camera states this often
 ERROR_REPEAT_S = 3.0  # the same per-frame error is reported at most this often
-
-
-@dataclass
-class FrameBundle:
-    """Everything the GUI draws for one frame."""
-
-    index: int
-    timestamp: float
-    live: bool
-    images: Images
-    camera_states: tuple[CameraState, ...]
-    ground_truth: np.ndarray | None = None
-    mesh: np.ndarray | None = None
-    texture: np.ndarray | None = None
-    code: np.ndarray | None = None
-    embedding: np.ndarray | None = None  # (E,) the identity-free expression code e (the ARKit head reads it)
-    targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
-    vertex_error: np.ndarray | None = None  # (V,) mm, ||pred - gt|| per vertex
-    region_error: dict[str, float] | None = None  # region -> mean mm
-    read_ms: float = 0.0
-    infer_ms: float = 0.0
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    worker_fps: float = 0.0
-    fresh: bool = True
-    request: int = 0  # the seek/step request this frame answers (0: playback)
 
 
 Resolver = Callable[[FrameSource | None, Any], SubjectSpec | None]
@@ -65,12 +44,12 @@ class FrameWorker(QThread):
     """Owns source + engine; runs the loop; see the module docstring."""
 
     frame_available = Signal()
-    source_opened = Signal(dict)
+    source_opened = Signal(object)  # SourceOpened
     source_failed = Signal(str)
-    model_loaded = Signal(dict)
+    model_loaded = Signal(dict)  # InferenceEngine.info()
     model_failed = Signal(str)
-    subject_set = Signal(dict)
-    targets_set = Signal(list, list)  # names driven, messages about those that could not be
+    subject_set = Signal(object)  # SubjectSet
+    targets_set = Signal(object)  # TargetsSet
     playing_changed = Signal(bool)
     problem = Signal(str)
 
@@ -79,7 +58,7 @@ class FrameWorker(QThread):
         self.setObjectName("frame-worker")
         self.resolver = resolver
         self.threads, self.backend = threads, backend
-        self._commands: queue.Queue[tuple[str, tuple]] = queue.Queue()
+        self._commands: queue.Queue[Command] = queue.Queue()
         self._slot: FrameBundle | None = None
         self._slot_lock = threading.Lock()
         self._errors: list[tuple[int, dict[str, float]]] = []
@@ -87,7 +66,7 @@ class FrameWorker(QThread):
         self.skipped = 0  # capture frames jumped over to keep real time
         self.source: FrameSource | None = None
         self.engine: Any = None
-        self._masks: dict[str, np.ndarray] | None = None
+        self._masks: RegionMeans | None = None
         self._subject_override: SubjectSpec | None = None
         self._targets: list[SubjectSpec] = []
         self._rois: list = [None, None, None]
@@ -101,17 +80,25 @@ class FrameWorker(QThread):
         self._fps = 0.0
         self._last_error = ("", 0.0)
         self._quit = False
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            OpenSource: self._open, CloseSource: lambda _c: self._close_source(), LoadModel: self._load_model,
+            SetSubject: self._set_subject, SetTargets: self._set_targets, SetRois: self._set_rois,
+            Play: self._play, Seek: self._seek, Step: self._step, SetSpeed: self._set_speed,
+            SetLoop: self._set_loop, SetPaced: self._set_paced, Refresh: lambda _c: self._refresh(),
+            Wake: lambda _c: None, Quit: self._stop_loop}
 
     # ----- GUI side
-    def post(self, command: str, *args: Any) -> None:
-        """Queue a command for the loop (thread-safe, never blocks)."""
-        self._commands.put((command, args))
+    def post(self, command: Command) -> None:
+        """Queue a command (app/worker_protocol.py) for the loop (thread-safe, never blocks)."""
+        if type(command) not in self._handlers:
+            raise TypeError(f"FrameWorker.post: {command!r} is not a worker command (app/worker_protocol.py)")
+        self._commands.put(command)
 
     def take(self) -> FrameBundle | None:
         """The newest unread frame, emptying the slot (and waking the loop if it waits for that)."""
         with self._slot_lock:
             bundle, self._slot = self._slot, None
-        self._commands.put(("wake", ()))
+        self._commands.put(Wake())
         return bundle
 
     def take_errors(self) -> list[tuple[int, dict[str, float]]]:
@@ -122,7 +109,7 @@ class FrameWorker(QThread):
         return errors
 
     def stop(self, wait_ms: int = 5000) -> None:
-        self.post("quit")
+        self.post(Quit())
         self.wait(wait_ms)
 
     # ----- the loop
@@ -166,48 +153,43 @@ class FrameWorker(QThread):
         except queue.Empty:
             return
         while True:
-            self._apply(*command)
+            self._apply(command)
             try:
                 command = self._commands.get_nowait()
             except queue.Empty:
                 return
 
-    def _apply(self, name: str, args: tuple) -> None:
+    def _apply(self, command: Command) -> None:
         try:
-            getattr(self, f"_cmd_{name}")(*args)
+            self._handlers[type(command)](command)
         except Exception as err:  # a command must never kill the loop
-            self.problem.emit(report(err, f"{name.replace('_', ' ')}"))
+            self.problem.emit(report(err, _doing(command)))
 
     # ----- commands
-    def _cmd_quit(self) -> None:
+    def _stop_loop(self, _command: Quit) -> None:
         self._quit = True
 
-    def _cmd_wake(self) -> None:
-        """Posted by take(): the slot is free again."""
-
-    def _cmd_open(self, spec: dict, profile: Any, request: int) -> None:
+    def _open(self, command: OpenSource) -> None:
         self._close_source()
         try:
-            source = open_source(spec, profile)
+            source = open_source(command.spec, command.profile)
         except Exception as err:
             self.source_failed.emit(report(err, "cannot open the source"))
             return
         self.source = source
-        self._pending = None if source.live else (0, request)
+        self._pending = None if source.live else (0, command.request)
         self._next_due = time.perf_counter()
-        info = {"kind": source.kind, "name": source.name, "live": source.live, "fps": source.fps,
-                "subject_id": source.subject_id, "headset_id": source.headset_id, "spec": spec,
-                "frame_count": None if source.live else len(source),  # type: ignore[arg-type]
-                "has_ground_truth": bool(getattr(source, "has_ground_truth", source.kind == "synthetic"))}
-        self.source_opened.emit(info)
+        self.source_opened.emit(SourceOpened(
+            kind=source.kind, name=source.name, live=source.live, fps=source.fps, subject_id=source.subject_id,
+            headset_id=source.headset_id, spec=command.spec,
+            frame_count=None if source.live else len(source),  # type: ignore[arg-type]
+            has_ground_truth=bool(getattr(source, "has_ground_truth", source.kind == "synthetic"))))
         self._subject_override = None
         self._apply_subject()
 
-    def _cmd_close(self) -> None:
-        self._close_source()
-
-    def _cmd_model(self, path: str) -> None:
+    def _load_model(self, command: LoadModel) -> None:
         from engine.inference import InferenceEngine
+        path = command.path
         try:
             engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())
         except Exception as err:
@@ -221,56 +203,53 @@ class FrameWorker(QThread):
         self._apply_subject()
         self._apply_targets()
 
-    def _cmd_subject(self, spec: SubjectSpec | None) -> None:
+    def _set_subject(self, command: SetSubject) -> None:
         """A subject chosen by the user (None: back to the source's own)."""
-        self._subject_override = spec
+        self._subject_override = command.spec
         self._apply_subject()
         self._refresh()
 
-    def _cmd_targets(self, specs: list[SubjectSpec]) -> None:
-        self._targets = list(specs)
+    def _set_targets(self, command: SetTargets) -> None:
+        self._targets = list(command.specs)
         self._apply_targets()
         self._refresh()
 
-    def _cmd_rois(self, rois: list) -> None:
-        self._rois = list(rois)
+    def _set_rois(self, command: SetRois) -> None:
+        self._rois = list(command.rois)
         if self.engine is not None:
             self.engine.set_rois(self._rois)
         self._refresh()
 
-    def _cmd_play(self, playing: bool) -> None:
+    def _play(self, command: Play) -> None:
         if self.source is None or self.source.live:
             return
-        self._playing = bool(playing)
+        self._playing = bool(command.playing)
         self._next_due = time.perf_counter()
         self.playing_changed.emit(self._playing)
 
-    def _cmd_seek(self, index: int, request: int) -> None:
+    def _seek(self, command: Seek) -> None:
         src = self.source
         if src is None or src.live:
             return
-        self._pending = (int(np.clip(index, 0, len(src) - 1)), request)  # type: ignore[arg-type]
+        self._pending = (int(np.clip(command.index, 0, len(src) - 1)), command.request)  # type: ignore[arg-type]
 
-    def _cmd_step(self, delta: int, request: int) -> None:
+    def _step(self, command: Step) -> None:
         src = self.source
         if src is None or src.live:
             return
         current = getattr(src, "position", 1) - 1
-        self._cmd_seek(current + int(delta), request)
+        self._seek(Seek(current + int(command.delta), command.request))
 
-    def _cmd_speed(self, speed: float) -> None:
-        self._speed = max(0.01, float(speed))
+    def _set_speed(self, command: SetSpeed) -> None:
+        self._speed = max(0.01, float(command.speed))
 
-    def _cmd_loop(self, loop: bool) -> None:
-        self._loop = bool(loop)
+    def _set_loop(self, command: SetLoop) -> None:
+        self._loop = bool(command.loop)
 
-    def _cmd_paced(self, paced: bool) -> None:
-        self._paced = bool(paced)
+    def _set_paced(self, command: SetPaced) -> None:
+        self._paced = bool(command.paced)
         if hasattr(self.source, "paced"):
             self.source.paced = self._paced  # type: ignore[union-attr]
-
-    def _cmd_refresh(self) -> None:
-        self._refresh()
 
     # ----- subject and targets
     def _apply_subject(self) -> None:
@@ -286,16 +265,17 @@ class FrameWorker(QThread):
         if subject is None:
             name = (spec.name if spec else None) or (self.source.subject_id if self.source else None)
             note += _template_note(name)
-            spec = SubjectSpec(name or "template", engine.checkpoint.template, None, "the model's template")
+            spec = SubjectSpec(name or "template", engine.checkpoint.template, None, "the model's template",
+                               NeutralSource.TEMPLATE)
             subject = engine.set_subject(spec.name if name else "template", spec.neutral, None)
         textured = subject.has_adapter and subject.avatar is not None
         why = ("" if textured else " — no adaptation layer F_i in the model" if not subject.has_adapter
                else " — no avatar decoder D_i found")
-        self.subject_set.emit({
-            "name": spec.name, "origin": spec.origin, "textured": textured, "note": note,
-            "mode": ("shape + texture (G, F_i, D_i)" if textured else f"shape only (G){why}"),
-            "template": spec.origin == "the model's template",
-            "neutral": np.asarray(subject.neutral), "override": self._subject_override is not None})
+        self.subject_set.emit(SubjectSet(
+            name=spec.name, origin=spec.origin, textured=textured, note=note,
+            mode=("shape + texture (G, F_i, D_i)" if textured else f"shape only (G){why}"),
+            template=spec.source is NeutralSource.TEMPLATE, neutral=np.asarray(subject.neutral),
+            override=self._subject_override is not None))
 
     def _apply_targets(self) -> None:
         engine = self.engine
@@ -311,7 +291,7 @@ class FrameWorker(QThread):
                 driven.append(name)
             except Exception as err:
                 problems.append(report(err, f"retarget {name}"))
-        self.targets_set.emit(driven, problems)
+        self.targets_set.emit(TargetsSet(tuple(driven), tuple(problems)))
 
     # ----- frames
     def _refresh(self) -> None:
@@ -396,7 +376,7 @@ class FrameWorker(QThread):
         if gt is not None and gt.shape == result.mesh.shape:
             bundle.vertex_error = np.linalg.norm(result.mesh - gt, axis=1).astype(np.float32)
             if self._masks is not None:
-                bundle.region_error = {r: float(bundle.vertex_error[m].mean()) for r, m in self._masks.items()}
+                bundle.region_error = self._masks(bundle.vertex_error)
                 with self._slot_lock:
                     self._errors.append((bundle.index, bundle.region_error))
                     del self._errors[:-10_000]
@@ -460,14 +440,34 @@ def _template_note(name: str | None) -> str:
             "capture or in resources/subjects): driving the model's template face. Load its neutral mesh.")
 
 
-def _region_masks(engine: Any) -> dict[str, np.ndarray] | None:
-    """The face model's eyes/mouth/face masks when the model uses its topology."""
+class RegionMeans:
+    """Mean of a per-vertex value over each region, as one (R, V) product (a boolean-mask mean per region
+    per frame cost the worker more than a millisecond)."""
+
+    def __init__(self, masks: dict[str, np.ndarray]) -> None:
+        self.regions = list(masks)
+        weights = np.stack([np.asarray(m, np.float64) for m in masks.values()])
+        self.weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
+
+    def __call__(self, per_vertex: np.ndarray) -> dict[str, float]:
+        means = self.weights @ np.asarray(per_vertex, np.float64)
+        return {r: float(v) for r, v in zip(self.regions, means)}
+
+
+def _region_masks(engine: Any) -> RegionMeans | None:
+    """The face model's eyes/mouth/face region means when the model uses its topology."""
     try:
         from engine.facemodel import load_face_model
         fm = load_face_model()
         if int(engine.checkpoint.topology["vertex_count"]) != fm.topology.vertex_count:
             return None
-        return fm.region_masks
+        return RegionMeans(fm.region_masks)
     except Exception as err:
         LOG.warning("no region masks: %s", err)
         return None
+
+
+def _doing(command: Command) -> str:
+    """What a command was doing, for an error sentence ("set targets", "load model")."""
+    name = type(command).__name__
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()

@@ -4,11 +4,12 @@ Centre: the three headset feeds above the 3D viewer (driven avatar, ground truth
 the playback bar. Docks: source, neutral mesh, retargeting, error plots + summary table, latency.
 The window only wires: widget signals become session requests, session signals update widgets
 (through the FramePresenter for per-frame data). Errors appear in the status bar or a dialog.
+Decisions about the data (is this neutral mesh drivable, whose is it) are the session's; the long
+jobs of the File and Tools menus are ``studio_actions`` (app/actions.py), which knows the window
+only through the small interface it declares there.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ from app.presenter import FramePresenter
 from app.session import Session
 from app.settings import StudioSettings
 from app.status_bar import StudioStatusBar
-from app.subjects import sibling_avatar
-from engine.errors import MeshError
 from widgets.error_plots import ErrorPlots
 from widgets.hmc_views import HMCViews
 from widgets.latency_plot import LatencyPlot
@@ -57,7 +56,6 @@ class MainWindow(QMainWindow):
         self.threads = threads or paths.default_threads()
         self.settings = settings or StudioSettings()
         self.session = session or Session(threads=self.threads)
-        self.topology: Any = None
         self._standing_model = ""
         self._standing_source = ""
         self._build_views()
@@ -66,7 +64,7 @@ class MainWindow(QMainWindow):
         self.setStatusBar(self.status)
         self.presenter = FramePresenter(self.hmc, self.viewer, self.error_plots, self.summary, self.retarget,
                                         self.latency, self.playback)
-        self.actions = StudioActions(self)
+        self.studio_actions = StudioActions(self)  # not ``actions``: that is QWidget.actions()
         self._build_menus()
         self._load_topology()
         self._connect()
@@ -145,8 +143,8 @@ class MainWindow(QMainWindow):
         self._action(file, "Open &model…", self._ask_model, "Ctrl+M")
         self._action(file, "Load &neutral mesh…", self._ask_neutral, "Ctrl+N")
         file.addSeparator()
-        self._action(file, "&Export driven sequence…", lambda: self.actions.export_sequence(), "Ctrl+E")
-        self._action(file, "Save &screenshot…", lambda: self.actions.save_screenshot(), "Ctrl+Shift+S")
+        self._action(file, "&Export driven sequence…", lambda: self.studio_actions.export_sequence(), "Ctrl+E")
+        self._action(file, "Save &screenshot…", lambda: self.studio_actions.save_screenshot(), "Ctrl+Shift+S")
         file.addSeparator()
         self._action(file, "&Quit", self.close, "Ctrl+Q")
 
@@ -157,9 +155,9 @@ class MainWindow(QMainWindow):
         self._action(play, "First frame", lambda: self.session.seek(0), "Home")
 
         tools = bar.addMenu("&Tools")
-        self._action(tools, "&Evaluate capture", lambda: self.actions.evaluate_capture())
-        self._action(tools, "&Adapt to a new subject…", lambda: self.actions.adapt_subject())
-        self._action(tools, "Export &ONNX…", lambda: self.actions.export_onnx())
+        self._action(tools, "&Evaluate capture", lambda: self.studio_actions.evaluate_capture())
+        self._action(tools, "&Adapt to a new subject…", lambda: self.studio_actions.adapt_subject())
+        self._action(tools, "Export &ONNX…", lambda: self.studio_actions.export_onnx())
 
         view = bar.addMenu("&View")
         self.mode_group = QActionGroup(self)
@@ -191,10 +189,14 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "Where is the log file?", self._show_log_path)
         self._action(help_menu, "About MIA Studio", self._about)
 
+    @property
+    def topology(self) -> Any:
+        """The face model's topology (None when resources/ict_facekit.npz could not be read)."""
+        return self.session.topology
+
     def _load_topology(self) -> None:
         try:
-            from engine.facemodel import load_face_model
-            self.topology = load_face_model().topology
+            self.session.load_topology()
         except Exception as err:
             self.status.show_error(report(err, "cannot load the face model (resources/ict_facekit.npz)"))
             return
@@ -229,6 +231,8 @@ class MainWindow(QMainWindow):
         self.retarget.targets_changed.connect(self._on_targets_ticked)
         self.retarget.textured_changed.connect(self._on_textured_ticked)
         self.hmc.roi_changed.connect(s.set_roi)
+        for name in ("retarget", "errors", "latency"):  # hidden views are skipped; catch up when shown
+            self.docks[name].visibilityChanged.connect(self._on_dock_shown)
         self.playback.loop_check.setChecked(True)
         self.outputs = OutputController(s, self.output_panel, self.settings.qsettings)
 
@@ -320,38 +324,17 @@ class MainWindow(QMainWindow):
         self.session.open_model(path)
 
     def load_neutral(self, path: str) -> bool:
-        """Validate a neutral mesh against the model topology; drive it when it fits."""
-        from engine.meshio import load_neutral
-        if self.topology is None:
-            self.neutral_panel.show_error("The face model is missing, so meshes cannot be checked.")
-            return False
-        topo = self.topology
-        try:
-            _verts, info = load_neutral(path, topo.vertex_count, topo.faces, topo.name)
-        except MeshError as err:
-            if err.info is not None:
-                shown = dataclasses.asdict(err.info)
-                shown["mode"] = "not drivable"
-                self.neutral_panel.show_info(shown)
-            else:
-                self.neutral_panel.show_error(str(err))
-            self.status.show_error(str(err))
-            return False
-        except Exception as err:
-            self.neutral_panel.show_error(report(err, f"cannot read {path}"))
-            return False
-        name = _subject_name(Path(path))
-        avatar = sibling_avatar(path)
-        identities = self.session.model_info.get("identities", [])
-        textured = avatar is not None and name in identities
-        shown = dataclasses.asdict(info)
-        shown["mode"] = ("shape + texture (G, F_i, D_i)" if textured else
-                         "shape only (G)" + ("" if avatar is None else f" — {name} has no adaptation layer in the model"))
-        shown["message"] = f"Driving {name} with this neutral mesh ({info.units} converted to mm)."
-        self.neutral_panel.show_info(shown)
-        self.session.set_user_subject(name, str(path), avatar)
-        registration.show_saved_report(self.neutral_panel, str(path))
-        return True
+        """Load a neutral mesh (the session checks it and drives it when it fits); show the answer."""
+        check = self.session.load_neutral(path)
+        if check.details is not None:
+            self.neutral_panel.show_info(check.details)
+        else:
+            self.neutral_panel.show_error(check.error)
+        if check.status_error:
+            self.status.show_error(check.status_error)
+        if check.drivable:
+            registration.show_saved_report(self.neutral_panel, check.path)
+        return check.drivable
 
     def register_scan(self, scan: str, out: str, units: str | None = None):
         """Register a face scan to the model topology off the GUI thread, then drive it (app/registration.py)."""
@@ -360,6 +343,10 @@ class MainWindow(QMainWindow):
     # ----- session reports
     def _on_frame(self, bundle: Any) -> None:
         self.presenter.show(bundle, self.session.errors, self.session.display_fps)
+
+    def _on_dock_shown(self, visible: bool) -> None:
+        if visible:
+            self.presenter.show_hidden(self.session.errors)
 
     def _on_status(self, status: dict) -> None:
         self.status.set_numbers(status)
@@ -523,7 +510,7 @@ class MainWindow(QMainWindow):
     # ----- shutdown
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()
-        for job in self.actions.jobs:  # stop long work first: a QThread must not outlive the app
+        for job in self.studio_actions.jobs:  # stop long work first: a QThread must not outlive the app
             job[0].cancel()
         from app.workers import Task
         for task in list(Task._running):
@@ -532,15 +519,4 @@ class MainWindow(QMainWindow):
         self.outputs.shutdown()
         self.session.shutdown()
         super().closeEvent(event)
-
-
-def _subject_name(mesh_file: Path) -> str:
-    """subject.json's id beside the mesh, else the folder of a neutral.* file, else the file stem."""
-    info = mesh_file.parent / "subject.json"
-    if info.is_file():
-        try:
-            return str(json.loads(info.read_text())["subject_id"])
-        except (ValueError, KeyError, OSError):
-            pass
-    return mesh_file.parent.name if mesh_file.stem == "neutral" else mesh_file.stem
 

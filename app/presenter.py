@@ -3,7 +3,8 @@
 Only the GUI thread calls it, once per frame the worker delivered. The feeds, the avatar and the
 retargeting grid change every frame; the plots (error curves, frame marker, latency, summary
 table) are redrawn four times a second, because on a software-GL machine replotting costs more
-than the frame itself.
+than the frame itself. Views the user cannot see (a closed dock, or one tabbed behind another)
+are not updated at all; ``show_hidden`` catches them up when they appear again.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.frame_worker import FrameBundle
+from app.worker_protocol import FrameBundle
 from app.session import ErrorHistory
 from engine.sources import CameraState
 from widgets.error_plots import ErrorPlots
@@ -80,7 +81,7 @@ class FramePresenter:
                 self.viewer.set_ground_truth(gt)
             if self.viewer.mode == "error":
                 self.viewer.set_error(bundle.vertex_error, self.error_scale_mm)
-        if bundle.targets:
+        if bundle.targets and self.grid.isVisible():
             self.grid.set_meshes(bundle.targets)
         if not bundle.live:
             self.playback.set_frame(bundle.index)
@@ -90,12 +91,21 @@ class FramePresenter:
         if time.perf_counter() - self._last_plot >= PLOT_PERIOD_S:
             self.refresh_plots(errors)
 
+    def show_hidden(self, errors: ErrorHistory) -> None:
+        """Bring views that were hidden (and so skipped) up to date with the last frame."""
+        if self.last is not None and self.last.targets and self.grid.isVisible():
+            self.grid.set_meshes(self.last.targets)
+        self.refresh_plots(errors)
+
     def refresh_plots(self, errors: ErrorHistory) -> None:
-        """Redraw the error curves, frame marker, latency and the summary table."""
+        """Redraw the error curves, frame marker, latency and the summary table (those that are shown)."""
         self._last_plot = time.perf_counter()
+        if self.latency.isVisible():
+            self.latency.redraw()
+        if not (self.plots.isVisible() or self.table.isVisible()):
+            return
         if self.last is not None:
             self.plots.set_current_frame(self.last.index)
-        self.latency.redraw()
         frames, curves = errors.curves()
         if len(frames) and any(np.isfinite(v).any() for v in curves.values()):
             self.plots.set_curves(curves, x=frames if errors.frame_count is None else None)

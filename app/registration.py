@@ -84,5 +84,5 @@ def start_registration(window: MainWindow, scan: str, out: str, units: str | Non
                                  cancelled_text="Registration cancelled; nothing was written.")
     for signal in (task.finished_with, task.failed, task.cancelled):
         signal.connect(lambda *_: panel.set_registering(False))
-    window.actions.jobs.append((task, dialog))
+    window.studio_actions.jobs.append((task, dialog))
     return task, dialog

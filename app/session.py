@@ -4,21 +4,33 @@ It holds the current source, model, subject, retargeting targets, frame index an
 and emits signals when they change (napari's viewer model, in Qt signals). The work itself runs
 in the FrameWorker thread; the session turns GUI requests into worker commands and worker
 reports into state plus signals. Widgets never touch the engine; the session never touches a
-widget.
+widget. The commands and reports are typed (app/worker_protocol.py); what the session holds for
+its listeners (``source_info``, ``subject_info``, ``model_info``) are plain dicts made from them.
+
+Checking a neutral mesh the user loads (``load_neutral``) is the session's job too: it says whether
+the mesh fits the model topology, whose it is and how it will be driven, and drives it when it fits;
+the window only shows the answer.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from app.frame_worker import FrameBundle, FrameWorker
+from app.frame_worker import FrameWorker
+from app.logs import report
 from app.paths import SUBJECTS
 from app.profiles import HeadsetProfiles
-from app.subjects import SubjectCatalog, SubjectSpec, dataset_subjects_dir
+from app.subjects import NeutralSource, SubjectCatalog, SubjectSpec, dataset_subjects_dir, mesh_subject_name, \
+    sibling_avatar
+from app.worker_protocol import (FrameBundle, LoadModel, OpenSource, Play, Seek, SetLoop, SetPaced, SetRois,
+                                 SetSpeed, SetSubject, SetTargets, SourceOpened, Step, SubjectSet, TargetsSet)
+from engine.errors import MeshError
 from engine.sources import SourceError, SyntheticSource
 
 LIVE_CURVE_FRAMES = 1800  # live error curves keep the last minute at 30 fps
@@ -74,6 +86,23 @@ class ErrorHistory:
         return int((~np.isnan(self.values[:, -1])).sum())
 
 
+@dataclass(frozen=True)
+class NeutralCheck:
+    """The answer to loading a neutral mesh: drivable or not, what to show about it and why.
+
+    ``details`` are the neutral panel's fields (path, vertex count, units, size, topology match,
+    mode, message) when the mesh could be read; ``error`` the sentence to show when it could not
+    (or did not fit); ``status_error`` what also goes to the status bar.
+    """
+
+    drivable: bool
+    path: str
+    name: str = ""
+    details: dict[str, Any] | None = None
+    error: str = ""
+    status_error: str = ""
+
+
 class Session(QObject):
     """Current source, model, subject, targets, frame and play state; see the module docstring."""
 
@@ -114,6 +143,7 @@ class Session(QObject):
         self._request = 0
         self._model_path = ""
         self._user_subject: SubjectSpec | None = None
+        self.topology: Any = None  # the face model's topology (load_topology)
         self.worker = FrameWorker(self._resolve_subject, threads=threads, backend=backend)
         w = self.worker
         w.frame_available.connect(self._on_frame_available)
@@ -145,18 +175,53 @@ class Session(QObject):
         if spec.get("kind") == "capture" and spec.get("path"):
             self.catalog.add_root(dataset_subjects_dir(spec["path"]))
             self.subjects_changed.emit(self.catalog.names())
-        self.worker.post("open", spec, profile, self._next_request())
+        self.worker.post(OpenSource(spec, profile, self._next_request()))
 
     def open_model(self, path: str) -> None:
         self.notice.emit(f"loading model {Path(path).name}…")
-        self.worker.post("model", str(path))
+        self.worker.post(LoadModel(str(path)))
+
+    def load_topology(self) -> Any:
+        """The face model's topology, which neutral meshes must match (raises when it cannot be read)."""
+        if self.topology is None:
+            from engine.facemodel import load_face_model
+            self.topology = load_face_model().topology
+        return self.topology
+
+    def load_neutral(self, path: str) -> NeutralCheck:
+        """Check a neutral mesh file against the model topology; when it fits, drive it (shape only,
+        or textured when the model has the subject's F_i and an avatar sits beside the mesh)."""
+        from engine.meshio import load_neutral
+        path = str(path)
+        topo = self.topology
+        if topo is None:
+            return NeutralCheck(False, path, error="The face model is missing, so meshes cannot be checked.")
+        try:
+            _verts, info = load_neutral(path, topo.vertex_count, topo.faces, topo.name)
+        except MeshError as err:
+            details = None
+            if err.info is not None:
+                details = {**dataclasses.asdict(err.info), "mode": "not drivable"}
+            return NeutralCheck(False, path, details=details, error="" if details else str(err),
+                                status_error=str(err))
+        except Exception as err:
+            return NeutralCheck(False, path, error=report(err, f"cannot read {path}"))
+        name = mesh_subject_name(path)
+        avatar = sibling_avatar(path)
+        textured = avatar is not None and name in self.model_info.get("identities", [])
+        details = dataclasses.asdict(info)
+        details["mode"] = ("shape + texture (G, F_i, D_i)" if textured else "shape only (G)" + (
+            "" if avatar is None else f" — {name} has no adaptation layer in the model"))
+        details["message"] = f"Driving {name} with this neutral mesh ({info.units} converted to mm)."
+        self.set_user_subject(name, path, avatar)
+        return NeutralCheck(True, path, name, details)
 
     def set_user_subject(self, name: str, mesh_file: str, avatar_dir: str | None) -> None:
         """Drive the subject whose neutral mesh the user loaded (validated by the caller)."""
         self.catalog.add_loaded(name, mesh_file, avatar_dir)
         spec = self.catalog.resolve(name)
         self._user_subject = spec
-        self.worker.post("subject", spec)
+        self.worker.post(SetSubject(spec))
         self.subjects_changed.emit(self.catalog.names())
 
     def set_targets(self, names: list[str]) -> None:
@@ -168,7 +233,7 @@ class Session(QObject):
         self._post_targets()
 
     def set_playing(self, playing: bool) -> None:
-        self.worker.post("play", bool(playing))
+        self.worker.post(Play(bool(playing)))
 
     def play(self) -> None:
         self.set_playing(True)
@@ -179,27 +244,27 @@ class Session(QObject):
     def seek(self, index: int) -> int:
         """Show frame ``index``; returns the request id its FrameBundle will carry."""
         request = self._next_request()
-        self.worker.post("seek", int(index), request)
+        self.worker.post(Seek(int(index), request))
         return request
 
     def step(self, delta: int) -> int:
         request = self._next_request()
         if self.playing:
             self.pause()
-        self.worker.post("step", int(delta), request)
+        self.worker.post(Step(int(delta), request))
         return request
 
     def set_speed(self, speed: float) -> None:
         self.speed = float(speed)
-        self.worker.post("speed", self.speed)
+        self.worker.post(SetSpeed(self.speed))
 
     def set_loop(self, loop: bool) -> None:
         self.loop = bool(loop)
-        self.worker.post("loop", self.loop)
+        self.worker.post(SetLoop(self.loop))
 
     def set_paced(self, paced: bool) -> None:
         """False: run frames as fast as the machine allows (benchmarks, exports)."""
-        self.worker.post("paced", bool(paced))
+        self.worker.post(SetPaced(bool(paced)))
 
     def set_roi(self, cam: int, roi: tuple[int, int, int, int] | None) -> None:
         """Crop one camera for inference; saved in the headset's profile."""
@@ -207,7 +272,7 @@ class Session(QObject):
         headset = self.source_info.get("headset_id")
         if headset:
             self.profiles.set_roi(headset, cam, roi)
-        self.worker.post("rois", list(self.rois))
+        self.worker.post(SetRois(tuple(self.rois)))
 
     def clear_rois(self) -> None:
         for cam in range(3):
@@ -266,14 +331,15 @@ class Session(QObject):
             "model": self.model_info.get("model", ""), "device": self.model_info.get("device", ""),
             "backend": self.model_info.get("backend", "")})
 
-    def _on_source_opened(self, info: dict) -> None:
+    def _on_source_opened(self, opened: SourceOpened) -> None:
+        info = opened.as_dict()
         self.source_info = info
         self.frame_index = -1
         self.errors = ErrorHistory(info.get("frame_count"))
         self.frames_shown, self.display_fps, self._last_shown = 0, 0.0, 0.0
         headset = info.get("headset_id")
         self.rois = self.profiles.rois(headset) if headset else [None, None, None]
-        self.worker.post("rois", list(self.rois))
+        self.worker.post(SetRois(tuple(self.rois)))
         self.source_changed.emit(info)
         self.subjects_changed.emit(self.catalog.names())
         if info["live"]:
@@ -298,16 +364,17 @@ class Session(QObject):
     def _on_model_failed(self, message: str) -> None:
         self.error.emit(message)
 
-    def _on_subject_set(self, info: dict) -> None:
+    def _on_subject_set(self, subject: SubjectSet) -> None:
+        info = subject.as_dict()
         self.subject_info = info
         self.subject_changed.emit(info)
-        if info.get("note"):
-            self.notice.emit(info["note"])
+        if subject.note:
+            self.notice.emit(subject.note)
 
-    def _on_targets_set(self, driven: list, problems: list) -> None:
-        self.driven_targets = list(driven)
+    def _on_targets_set(self, targets: TargetsSet) -> None:
+        self.driven_targets = list(targets.driven)
         self.targets_changed.emit(self.driven_targets)
-        for message in problems:
+        for message in targets.problems:
             self.error.emit(message)
 
     def _on_playing_changed(self, playing: bool) -> None:
@@ -324,7 +391,7 @@ class Session(QObject):
         missing = [n for n in self.targets if n not in {s.name for s in specs}]
         if missing:
             self.error.emit(f"retargeting: no neutral mesh found for {', '.join(missing)}")
-        self.worker.post("targets", specs)
+        self.worker.post(SetTargets(tuple(specs)))
 
     def _resolve_subject(self, source: Any, engine: Any) -> SubjectSpec | None:
         """Called in the worker: who the open source shows (see app/subjects.py for the order)."""
@@ -335,8 +402,8 @@ class Session(QObject):
             return self._user_subject
         if isinstance(source, SyntheticSource) and name not in engine.subjects:
             spec = self.catalog.resolve(name)
-            if spec is None or spec.origin == "the model checkpoint":
+            if spec is None or spec.source is NeutralSource.MODEL:
                 avatar = spec.avatar if spec else None
-                return SubjectSpec(name, source.neutral, avatar, "the synthetic world")
+                return SubjectSpec(name, source.neutral, avatar, "the synthetic world", NeutralSource.SYNTHETIC)
             return spec
         return self.catalog.resolve(name)

@@ -8,13 +8,26 @@ folders ``<root>/<name>/neutral.obj`` (+ ``avatar/avatar.pt``) under the shipped
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from engine.meshio import MESH_SUFFIXES
+
+
+class NeutralSource(Enum):
+    """Where a subject's neutral mesh comes from (what code decides on; ``origin`` is for people)."""
+
+    LOADED = "loaded"  # a mesh file the user loaded
+    MODEL = "model"  # the model checkpoint's own neutral
+    FOLDER = "folder"  # <root>/<name>/neutral.* under a subjects folder
+    SYNTHETIC = "synthetic"  # the synthetic live source's identity
+    TEMPLATE = "template"  # the model's template face (nobody else could be driven)
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,7 @@ class SubjectSpec:
     neutral: np.ndarray | str | None
     avatar: str | None
     origin: str  # where the neutral comes from, in the user's words
+    source: NeutralSource = NeutralSource.FOLDER
 
 
 def _neutral_file(folder: Path) -> Path | None:
@@ -92,19 +106,32 @@ class SubjectCatalog:
         if loaded is not None:
             mesh, loaded_avatar = loaded
             avatar = Path(loaded_avatar) if loaded_avatar else avatar
-            spec = SubjectSpec(name, mesh, None, f"loaded {Path(mesh).name}")
+            spec = SubjectSpec(name, mesh, None, f"loaded {Path(mesh).name}", NeutralSource.LOADED)
         elif in_model:
-            spec = SubjectSpec(name, None, None, "the model checkpoint")
+            spec = SubjectSpec(name, None, None, "the model checkpoint", NeutralSource.MODEL)
         elif folder is not None:
             mesh_file = _neutral_file(folder)
-            spec = SubjectSpec(name, str(mesh_file), None, f"{folder}")
+            spec = SubjectSpec(name, str(mesh_file), None, f"{folder}", NeutralSource.FOLDER)
         else:
             return None
         use_avatar = textured and avatar is not None and self.has_adapter(name)
-        return SubjectSpec(spec.name, spec.neutral, str(avatar) if use_avatar else None, spec.origin)
+        return dataclasses.replace(spec, avatar=str(avatar) if use_avatar else None)
 
 
 def sibling_avatar(mesh_file: str | Path) -> str | None:
     """The avatar folder next to a neutral mesh (``<subject>/avatar``), if there is one."""
     folder = _avatar_dir(Path(mesh_file).resolve().parent)
     return None if folder is None else str(folder)
+
+
+def mesh_subject_name(mesh_file: str | Path) -> str:
+    """Whose neutral mesh this is: subject.json's id beside it, else the folder of a ``neutral.*``
+    file, else the file stem."""
+    mesh_file = Path(mesh_file)
+    info = mesh_file.parent / "subject.json"
+    if info.is_file():
+        try:
+            return str(json.loads(info.read_text())["subject_id"])
+        except (ValueError, KeyError, OSError):
+            pass
+    return mesh_file.parent.name if mesh_file.stem == "neutral" else mesh_file.stem

@@ -314,6 +314,12 @@ def test_switch_between_capture_synthetic_and_live_cameras(qtbot, window, sample
                     timeout=WAIT_MS)
 
 
+def test_window_keeps_qt_actions_and_long_jobs_apart(window):
+    assert callable(window.actions) and isinstance(window.actions(), list)  # QWidget.actions(), not shadowed
+    assert window.studio_actions.jobs == [] and window.studio_actions.window is window
+    assert window.topology is window.session.topology is not None
+
+
 def test_bad_capture_is_a_message_not_a_traceback(qtbot, window, tmp_path):
     window.open_capture(str(tmp_path / "nowhere"))
     qtbot.waitUntil(lambda: window.status.is_error, timeout=WAIT_MS)
@@ -370,7 +376,7 @@ def test_export_meshes_npz_and_video(qtbot, window, sample, tmp_path):
     open_capture(qtbot, window, sample)
     s = window.session
 
-    dialog = window.actions.export_sequence(("obj", tmp_path / "objs", 2, 7))
+    dialog = window.studio_actions.export_sequence(("obj", tmp_path / "objs", 2, 7))
     wait_dialog(qtbot, dialog)
     assert dialog.error_text == ""
     objs = sorted((tmp_path / "objs").glob("frame_*.obj"))
@@ -379,20 +385,20 @@ def test_export_meshes_npz_and_video(qtbot, window, sample, tmp_path):
     assert text.count("\nv ") == window.topology.vertex_count and "vt " in text and "mtllib" in text
     assert (tmp_path / "objs" / "frame_000002.png").exists()  # id000 is textured
 
-    dialog = window.actions.export_sequence(("ply", tmp_path / "plys", 0, 3))
+    dialog = window.studio_actions.export_sequence(("ply", tmp_path / "plys", 0, 3))
     wait_dialog(qtbot, dialog)
     import trimesh
     ply = trimesh.load(tmp_path / "plys" / "frame_000001.ply", process=False)
     assert len(ply.vertices) == window.topology.vertex_count
 
-    dialog = window.actions.export_sequence(("npz", tmp_path / "seq.npz", 0, 6))
+    dialog = window.studio_actions.export_sequence(("npz", tmp_path / "seq.npz", 0, 6))
     wait_dialog(qtbot, dialog)
     data = np.load(tmp_path / "seq.npz")
     assert data["meshes"].shape == (6, window.topology.vertex_count, 3)
     assert data["codes"].shape == (6, 256) and data["ground_truth"].shape == data["meshes"].shape
     assert data["frames"].tolist() == list(range(6)) and str(data["subject"]) == "id000"
 
-    dialog = window.actions.export_sequence(("mp4", tmp_path / "viewer.mp4", 0, 8))
+    dialog = window.studio_actions.export_sequence(("mp4", tmp_path / "viewer.mp4", 0, 8))
     wait_dialog(qtbot, dialog)
     assert dialog.error_text == ""
     video = cv2.VideoCapture(str(tmp_path / "viewer.mp4"))
@@ -404,7 +410,7 @@ def test_export_meshes_npz_and_video(qtbot, window, sample, tmp_path):
         pictures.append(img)
     assert len(pictures) == 8 and float(pictures[3].std()) > 10
 
-    dialog = window.actions.export_sequence(("mkv", tmp_path / "viewer.mkv", 0, 24))
+    dialog = window.studio_actions.export_sequence(("mkv", tmp_path / "viewer.mkv", 0, 24))
     dialog.cancel_requested.emit()  # cancel right away: the partial file is removed
     wait_dialog(qtbot, dialog)
     assert "cancelled" in dialog.error_text.lower() and not (tmp_path / "viewer.mkv").exists()
@@ -413,7 +419,7 @@ def test_export_meshes_npz_and_video(qtbot, window, sample, tmp_path):
 
 def test_evaluate_capture_fills_curves_and_table(qtbot, window, sample):
     open_capture(qtbot, window, sample)
-    dialog = window.actions.evaluate_capture()
+    dialog = window.studio_actions.evaluate_capture()
     assert dialog is not None
     wait_dialog(qtbot, dialog)
     assert dialog.error_text == "", dialog.error_text
@@ -427,14 +433,14 @@ def test_evaluate_capture_fills_curves_and_table(qtbot, window, sample):
 
 def test_export_onnx_and_adapt_from_the_gui(qtbot, window, sample, tmp_path):
     open_capture(qtbot, window, sample)
-    dialog = window.actions.export_onnx(str(tmp_path / "onnx"))
+    dialog = window.studio_actions.export_onnx(str(tmp_path / "onnx"))
     wait_dialog(qtbot, dialog)
     assert dialog.error_text == "" and (tmp_path / "onnx" / "manifest.json").exists()
 
     # the sample captures have no avatar codes: adaptation must say so, not crash
     choice = {"data": str(sample.root), "subject": "id002", "steps": 5, "neutral": None,
               "out": str(tmp_path / "adapted.pt")}
-    dialog = window.actions.adapt_subject(choice)
+    dialog = window.studio_actions.adapt_subject(choice)
     wait_dialog(qtbot, dialog)
     assert "codes.npy" in dialog.error_text and "Traceback" not in dialog.error_text
 
@@ -442,7 +448,7 @@ def test_export_onnx_and_adapt_from_the_gui(qtbot, window, sample, tmp_path):
     capture = sample.root / "captures" / "id002_c00"
     np.save(capture / "codes.npy", np.random.default_rng(0).normal(size=(24, 256)).astype(np.float32))
     try:
-        dialog = window.actions.adapt_subject(choice)
+        dialog = window.studio_actions.adapt_subject(choice)
         wait_dialog(qtbot, dialog)
         assert dialog.error_text == "", dialog.error_text
         qtbot.waitUntil(lambda: "id002" in window.session.model_info.get("identities", []), timeout=WAIT_MS)

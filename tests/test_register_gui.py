@@ -199,9 +199,9 @@ def test_window_registers_with_picked_landmarks(qtbot, monkeypatch, tmp_path):
             panel.picker.picks.add(targets[name], name)  # through the model (the clicks are tested above)
         monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
         panel.register_picked_button.click()
-        qtbot.waitUntil(lambda: win.actions.jobs and not win.actions.jobs[-1][1].running
+        qtbot.waitUntil(lambda: win.studio_actions.jobs and not win.studio_actions.jobs[-1][1].running
                         and panel.register_button.isEnabled(), timeout=WAIT_MS)
-        dialog = win.actions.jobs[-1][1]
+        dialog = win.studio_actions.jobs[-1][1]
         assert dialog.error_text == "", dialog.error_text
         report = json.loads((tmp_path / "me" / "neutral.registration.json").read_text())
         assert report["landmarks"] == sorted(names)  # the registration got the picks
