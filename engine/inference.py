@@ -2,8 +2,9 @@
 
 Per frame: crop and resize the three HMC views, one backbone call for the expression embedding e,
 then G once over a batch of neutral meshes (the driven subject and every retargeting target, paper
-eq. 1), and for each of them that has an adaptation layer F_j the code z_j (eq. 4) and, with an
-avatar D_j, its texture. Meshes are in mm; textures are (S, S) float32 in [0, 1].
+eq. 1), then the codes z_j (eq. 4) of all of them that have an adaptation layer F_j in one batched
+product (their F_j and P_j stacked), and for each with an avatar D_j its texture. Meshes are in mm;
+textures are (S, S) float32 in [0, 1].
 
 Two backends compute the same thing: torch (eager, CPU or GPU) and onnxruntime over an export made
 by engine/export.py (cached by checkpoint hash). Every public method holds one lock, so a GUI thread
@@ -131,6 +132,7 @@ class _TorchRunner:
         self.device = torch.device(device)
         self.model = ckpt.build_model().to(self.device)
         self.graph = ShapeGraph(self.model)  # type: ignore[arg-type]
+        self._stacks: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
@@ -142,6 +144,27 @@ class _TorchRunner:
         with torch.inference_mode():
             x = torch.from_numpy(e).to(self.device)
             return texture.code_spaces[name].project(texture.adapters[name](x)).cpu().numpy()
+
+    def codes(self, names: Sequence[str], e: np.ndarray) -> np.ndarray:
+        """Eq. 4 for several subjects at once: (K, N, latent) = P_j F_j(e) + z̄_j for each name j,
+        as two batched products over the stacked F_j and P_j instead of K module calls."""
+        weights, bases, means = self._stacked(tuple(names))
+        with torch.inference_mode():
+            x = torch.relu(torch.from_numpy(e).to(self.device))  # F_j = Linear(ReLU(e)), no bias
+            y = torch.einsum("ne,kpe->knp", x, weights)
+            return (torch.einsum("knp,klp->knl", y, bases) + means[:, None]).cpu().numpy()
+
+    def _stacked(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """F_j weights (K, pca, E), bases P_j (K, latent, pca) and means z̄_j (K, latent), cached per name list."""
+        cache = self._stacks
+        if names not in cache:
+            texture = self.model.texture
+            with torch.inference_mode():
+                cache.clear()  # the driven rows change rarely: keep only the current stack
+                cache[names] = (torch.stack([texture.adapters[n].linear.weight for n in names]),
+                                torch.stack([texture.code_spaces[n].basis for n in names]),
+                                torch.stack([texture.code_spaces[n].mean for n in names]))
+        return cache[names]
 
     def mean_code(self, name: str) -> np.ndarray:
         return self.model.texture.code_spaces[name].mean.cpu().numpy()
@@ -171,6 +194,9 @@ class _PSRunner:
         with torch.inference_mode():
             return self.model.code_head(torch.from_numpy(e).to(self.device)).cpu().numpy()
 
+    def codes(self, names: Sequence[str], e: np.ndarray) -> np.ndarray:
+        return np.stack([self.code(n, e) for n in names])
+
     def mean_code(self, name: str) -> np.ndarray:
         if self.mean is None:
             raise KeyError(f"this PS checkpoint stores no mean code for {name!r}")
@@ -198,6 +224,9 @@ class _OnnxRunner:
 
     def code(self, name: str, e: np.ndarray) -> np.ndarray:
         return self.onnx.code(name, e)
+
+    def codes(self, names: Sequence[str], e: np.ndarray) -> np.ndarray:
+        return np.stack([self.code(n, e) for n in names])
 
     def mean_code(self, name: str) -> np.ndarray:
         """z̄_i: F_i = Linear(ReLU(e)) has no bias, so any e <= 0 gives F_i(e) = 0 and z = z̄_i."""
@@ -343,8 +372,8 @@ class InferenceEngine:
             t1 = time.perf_counter()
             e, meshes = self._runner.shape(x, self._neutrals)
             t2 = time.perf_counter()
-            codes: dict[str, np.ndarray] = {r.name: self._runner.code(r.name, e)
-                                            for r in rows if r.has_adapter}
+            adapted = [r.name for r in rows if r.has_adapter]
+            codes: dict[str, np.ndarray] = dict(zip(adapted, self._runner.codes(adapted, e))) if adapted else {}
             textures = [decode_texture(r.avatar, codes[r.name], self.view)[0]
                         if r.has_adapter and r.avatar is not None else None for r in rows]
             t3 = time.perf_counter()

@@ -189,3 +189,32 @@ def test_avatar_folder_goes_through_engine_avatar(engine, monkeypatch, tmp_path)
     monkeypatch.setattr(avatar_module, "load_avatar", lambda path: seen.append(path) or StandInAvatar())
     engine.set_subject("id000", avatar_dir=tmp_path)
     assert seen == [tmp_path] and engine(frames()).texture is not None
+
+
+def test_batched_codes_equal_per_subject_codes(tmp_path, meshes):
+    """The retarget rows' F_j and P_j run as one batched product; each z_j equals the per-subject eq. 4."""
+    torch.manual_seed(1)
+    model = MIA(ModelConfig.tiny(), torch.from_numpy(meshes["template"]))
+    names = ("id000", "id001", "id002")
+    for name in names:
+        model.add_identity(name, torch.randn(40, 256))
+    path = save_checkpoint(tmp_path / "three.pt", model, topology=load_face_model().topology.describe(),
+                           template=meshes["template"],
+                           identities={n: {"neutral": meshes.get(n, meshes["template"])} for n in names})
+    engine = InferenceEngine(path)
+    e = np.random.default_rng(3).normal(0, 1, (2, engine.checkpoint.model_config.embedding_dim)).astype(np.float32)
+    batched = engine._runner.codes(list(names), e)
+    assert batched.shape == (3, 2, 256)
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(batched[k], engine._runner.code(name, e), rtol=0, atol=1e-5)
+
+    engine.set_subject("id001", avatar_dir=StandInAvatar(0))
+    engine.add_target("id002", avatar_dir=StandInAvatar(2))
+    engine.add_target("id000")
+    r = engine(frames())
+    e1 = r.embedding[None]
+    np.testing.assert_allclose(r.code, engine._runner.code("id001", e1)[0], rtol=0, atol=1e-5)
+    z2 = engine._runner.code("id002", e1)
+    np.testing.assert_allclose(r.targets["id002"].texture, StandInAvatar(2).decode(z2, None)[0].numpy(),
+                               rtol=0, atol=1e-5)
+    assert r.targets["id000"].texture is None  # F_j but no avatar: a code, no texture
