@@ -1,4 +1,5 @@
-"""`mia blendshapes` and `mia stream` end to end, as subprocesses, with real receivers on loopback.
+"""`mia blendshapes` and `mia stream` end to end, as subprocesses, with real receivers on loopback; the
+one-line error checks call the CLI's ``main(argv)`` in-process (nothing is streamed there).
 
 Receivers: a Live Link Face decoder written here from the packet layout (no code shared with
 engine/output/livelink.py), ``oscdump`` (Debian liblo-tools) for both OSC address sets, and the
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,6 +51,24 @@ def mia(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """Runs `mia ARGS` to completion (killed after TIMEOUT_S)."""
     return subprocess.run(mia_command(*args), cwd=ROOT, env=mia_env(tmp_path), capture_output=True, text=True,
                           timeout=TIMEOUT_S)
+
+
+def mia_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                   *args: str) -> SimpleNamespace:
+    """`mia ARGS` as ``app.cli.main(argv)`` in this process, for runs that end before streaming starts
+    (errors): the same return code and output a subprocess gives, without starting Python and torch."""
+    from app.cli import main
+    for key, value in mia_env(tmp_path).items():
+        if key.startswith("MIA_STUDIO_") or key == "PYTHONUNBUFFERED":
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def true_jaw_open() -> np.ndarray:
@@ -156,10 +176,11 @@ def test_blendshapes_csv_of_the_demo_capture(tmp_path):
     assert np.corrcoef(pred[:, JAW], truth[:, JAW])[0, 1] > 0.6
 
 
-def test_blendshapes_failure_keeps_the_old_file(tmp_path):
+def test_blendshapes_failure_keeps_the_old_file(tmp_path, monkeypatch, capsys):
     out = tmp_path / "weights.csv"
     out.write_text("old contents\n")
-    r = mia(tmp_path, "blendshapes", str(DEMO), "--out", str(out), "--subject", "nobody")
+    r = mia_in_process(tmp_path, monkeypatch, capsys, "blendshapes", str(DEMO), "--out", str(out),
+                       "--subject", "nobody")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("mia blendshapes: error: unknown subject 'nobody'"), r.stderr
@@ -228,6 +249,39 @@ def test_stream_from_three_live_cameras(tmp_path, livelink):
     assert len(packets) == 10 and all(p["version"] == 6 for p in packets)
 
 
+def test_stream_cameras_turned_mirrored_and_cropped(tmp_path, livelink):
+    from app.fake_headset import FakeHeadset, capture_frames
+    headset = FakeHeadset(capture_frames(DEMO), fps=30.0).start()
+    stats = tmp_path / "stats.json"
+    try:
+        r = mia(tmp_path, "stream", *headset.urls, "--subject", "id001", "--livelink", f"127.0.0.1:{livelink.port}",
+                "--frames", "3", "--rate", "0", "--rotate", "0", "90", "180", "--flip", "2",
+                "--roi", "1", "4", "6", "40", "30", "--json", str(stats))
+    finally:
+        headset.stop()
+    packets = livelink.close()
+    assert r.returncode == 0, r.stderr
+    assert len(packets) == 3
+    cams = json.loads(stats.read_text())["cameras"]
+    assert [c["url"] for c in cams] == list(headset.urls)
+    assert [c["rotate"] for c in cams] == [0, 90, 180] and [c["flip"] for c in cams] == [False, False, True]
+    assert [c["roi"] for c in cams] == [None, [4, 6, 40, 30], None]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["0", "1", "2", "--subject", "id001", "--rotate", "0", "45", "0"], "--rotate: camera 1 by 45 degrees"),
+    (["0", "1", "2", "--subject", "id001", "--flip", "3"], "--flip 3: expected camera 0"),
+    (["0", "1", "2", "--subject", "id001", "--roi", "0", "0", "0", "0", "10"], "--roi 0 0 0 0 10: expected"),
+    (["headset", "--subject", "id001"], "SOURCE 'headset' needs --headset NAME"),
+    (["headset", "--subject", "id001", "--headset", "nosuch"], "--headset 'nosuch': no such saved headset"),
+    ([str(DEMO), "--rotate", "0", "0", "90"], "are for live cameras"),
+])
+def test_bad_camera_options_are_one_clear_line(tmp_path, args, words):
+    r = mia(tmp_path, "stream", *args)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stream_stops_cleanly_on_ctrl_c(tmp_path, livelink, sig):
     proc = subprocess.Popen(mia_command("stream", str(DEMO), "--loop", "--livelink", f"127.0.0.1:{livelink.port}"),
@@ -259,8 +313,8 @@ def test_stream_stops_cleanly_on_ctrl_c(tmp_path, livelink, sig):
     ("--livelink", "::1:11111", "IPv6 addresses in brackets"),
     ("--livelink", "[::1:11111", "no port"),
 ])
-def test_bad_host_port_is_one_clear_line(tmp_path, option, value, words):
-    r = mia(tmp_path, "stream", str(DEMO), option, value, "--frames", "1")
+def test_bad_host_port_is_one_clear_line(tmp_path, monkeypatch, capsys, option, value, words):
+    r = mia_in_process(tmp_path, monkeypatch, capsys, "stream", str(DEMO), option, value, "--frames", "1")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mia stream: error: {option}") and words in lines[0], r.stderr
@@ -276,8 +330,8 @@ def test_bad_host_port_is_one_clear_line(tmp_path, option, value, words):
     (["stream", "synthetic", "--subject", "nobody"], "synthetic subject 'nobody'"),
     (["blendshapes", "no/such/capture", "--out", "w.csv"], "no capture folder here"),
 ])
-def test_bad_inputs_are_one_clear_line(tmp_path, args, words):
-    r = mia(tmp_path, *args)
+def test_bad_inputs_are_one_clear_line(tmp_path, monkeypatch, capsys, args, words):
+    r = mia_in_process(tmp_path, monkeypatch, capsys, *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mia {args[0]}: error:") and words in lines[0], r.stderr

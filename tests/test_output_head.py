@@ -130,6 +130,9 @@ def test_fit_arkit_head_writes_the_checkpoint_with_a_head_and_keeps_the_rest(tin
     e = np.random.default_rng(0).normal(size=(5, after.model_config.embedding_dim)).astype(np.float32)
     assert np.array_equal(status.head(e), head(e))
     assert head.info["frames"] == 90 and head.info["captures"] == 1 and head.info["method"] == "mlp"
+    seen.clear()
+    assert fit_arkit_head(tiny, [DEMO], out, keep_current=True, progress=lambda d, n, t: seen.append(d)).info \
+        == head.info and not seen  # a resumed recipe does not refit a current head
     # removing it gives the fit back; a head moved onto another backbone is refused with the reason
     store_arkit_head(out, None, tmp_path / "without.pt")
     assert HEAD_KEY not in load_checkpoint(tmp_path / "without.pt").extra

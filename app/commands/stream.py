@@ -3,11 +3,13 @@
     mia stream resources/demo_capture --livelink 127.0.0.1:11111 --frames 300
     mia stream synthetic --subject id003 --osc 127.0.0.1:9000
     mia stream http://headset:8080/cam0 http://headset:8080/cam1 http://headset:8080/cam2 --subject id001 \
-        --osc 127.0.0.1:9000 --babble 127.0.0.1:8888
+        --osc 127.0.0.1:9000 --babble 127.0.0.1:8888 --rotate 0 0 180 --flip 1 --roi 0 40 20 200 160
+    mia stream headset --headset diy --subject id001 --livelink 127.0.0.1:11111
 
 SOURCE is a capture folder (replayed at its own frame rate, ``--loop`` to repeat), ``synthetic``
 (the synthetic world rendered live) or three cameras (device indices or stream URLs: left eye,
-right eye, mouth). Each frame: inference, the ARKit weights (engine.output.weights: the checkpoint's
+right eye, mouth; ``--rotate``/``--flip``/``--roi`` turn and crop each, ``--headset NAME`` takes them, and
+with SOURCE ``headset`` the URLs too, from a headset saved in the studio). Each frame: inference, the ARKit weights (engine.output.weights: the checkpoint's
 ARKit head on e where it has one, with jawOpen from the bounded least-squares fit of the mesh; the
 fit alone for a checkpoint without a head; ``--weights`` picks) and the output stage
 (calibration, one-euro smoothing, rate limit, senders). The stage runs in this loop, not on the
@@ -57,6 +59,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "the mesh, or the head with jawOpen from the fit (auto, the default: combined when the "
                         "checkpoint has a head, else fit)")
     p.add_argument("--seed", type=int, default=0, help="synthetic source: the world's seed")
+    p.add_argument("--headset", metavar="NAME", help="cameras: a headset saved in the studio (its rotation, "
+                                                      "flip and crop per camera; SOURCE 'headset' also takes its URLs)")
+    p.add_argument("--rotate", type=int, nargs=3, metavar="DEG", help="cameras: degrees clockwise to turn each "
+                                                                         "camera upright (0, 90, 180 or 270 each)")
+    p.add_argument("--flip", type=int, nargs="+", metavar="CAMERA", help="cameras: mirror these cameras left-right "
+                                                                           "(0 left eye, 1 right eye, 2 mouth)")
+    p.add_argument("--roi", type=int, nargs=5, action="append", metavar=("CAMERA", "X", "Y", "W", "H"),
+                   help="cameras: crop of one camera for inference, in upright pixels (repeat per camera)")
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
     p.add_argument("--json", type=Path, help="also write the final statistics here")
@@ -67,6 +77,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def source_spec(words: list[str]) -> dict[str, Any]:
     """SOURCE words -> an engine.sources spec; MiaError when they are none of the three kinds."""
+    if words == ["headset"]:
+        return {"kind": "cameras", "urls": None}
     if len(words) == 3:
         from engine.sources import check_camera_url
         for w in words:
@@ -106,14 +118,48 @@ def output_config(args) -> Any:
                         osc_bundle=args.bundle, **kw)
 
 
+def camera_settings(spec: dict[str, Any], args) -> list[Any]:
+    """The three cameras: URLs from SOURCE (or the --headset profile for SOURCE 'headset'), then the
+    profile's rotation/flip/crop, then --rotate/--flip/--roi over them. MiaError names a bad value."""
+    from engine.sources import ROTATIONS, CameraSettings, SourceError
+    base = [CameraSettings(u) for u in spec["urls"]] if spec["urls"] else None
+    if args.headset:
+        from app.profiles import HeadsetProfiles
+        profiles = HeadsetProfiles()
+        saved = profiles.get(args.headset)
+        if saved is None:
+            raise MiaError(f"--headset {args.headset!r}: no such saved headset (saved: "
+                           f"{', '.join(profiles.names()) or 'none'}; set one up in the studio's Source panel)")
+        base = [CameraSettings(b.url if base else s.url, s.rotate, s.flip, s.roi) for b, s in zip(base or saved, saved)]
+    if base is None:
+        raise MiaError("SOURCE 'headset' needs --headset NAME (a headset saved in the studio)")
+    rotate = args.rotate or [c.rotate for c in base]
+    for cam, deg in enumerate(rotate):
+        if deg not in ROTATIONS:
+            raise MiaError(f"--rotate: camera {cam} by {deg} degrees; expected one of {ROTATIONS}")
+    flip = [c.flip for c in base] if args.flip is None else [c in args.flip for c in range(3)]
+    for cam in args.flip or []:
+        if cam not in (0, 1, 2):
+            raise MiaError(f"--flip {cam}: expected camera 0 (left eye), 1 (right eye) or 2 (mouth)")
+    rois = [c.roi for c in base]
+    for cam, x, y, w, h in args.roi or []:
+        if cam not in (0, 1, 2) or w <= 0 or h <= 0 or x < 0 or y < 0:
+            raise MiaError(f"--roi {cam} {x} {y} {w} {h}: expected CAMERA (0-2) X Y W H with X, Y >= 0 and W, H > 0")
+        rois[cam] = (x, y, w, h)
+    try:
+        return [CameraSettings(c.url, int(rotate[k]), bool(flip[k]), rois[k]) for k, c in enumerate(base)]
+    except SourceError as err:
+        raise MiaError(str(err)) from None
+
+
 def open_stream_source(spec: dict[str, Any], args) -> Any:
-    from engine.sources import CameraSettings, CaptureSource, LiveCameraSource, SyntheticSource
+    from engine.sources import CaptureSource, LiveCameraSource, SyntheticSource
     if spec["kind"] == "capture":
         return CaptureSource(spec["path"])
     if spec["kind"] == "synthetic":
         fps = args.fps if args.fps else None
         return SyntheticSource(args.subject or 0, args.seed, fps=fps, paced=args.fps != 0)
-    return LiveCameraSource([CameraSettings(u) for u in spec["urls"]], fps=args.fps or 30.0)
+    return LiveCameraSource(camera_settings(spec, args), args.headset or "", fps=args.fps or 30.0)
 
 
 def driven_subject(engine: Any, source: Any, args) -> Any:
@@ -201,6 +247,11 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise MiaError("--threads must be at least 1")
     spec = source_spec(args.source)
+    if spec["kind"] != "cameras" and (args.headset or args.rotate or args.flip or args.roi):
+        raise MiaError("--headset, --rotate, --flip and --roi are for live cameras; SOURCE is a "
+                       f"{spec['kind']}")
+    if spec["kind"] == "cameras":
+        camera_settings(spec, args)  # every camera option checked before the model loads
     if spec["kind"] == "cameras" and not args.subject:
         raise MiaError("live cameras: pass --subject ID (or a neutral mesh file) for the person wearing the headset")
     config = output_config(args)
@@ -294,6 +345,8 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
                "ms_per_frame": {k: round(v / max(frames, 1), 3) for k, v in ms.items()},
                "interrupted": interrupted, "subject": subject.name, "source": source.name,
                "weights": weights.mode, "weights_reason": weights.reason}
+    if hasattr(source, "settings"):
+        summary["cameras"] = [c.to_dict() for c in source.settings]
     print(f"mia stream: {frames} frame{'s' if frames != 1 else ''} in {elapsed:.2f} s ({summary['fps']:.1f} fps); packets: "
           f"{status.packets_text(summary['packets'])}")
     print("mia stream: ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["ms_per_frame"].items()))

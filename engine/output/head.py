@@ -388,12 +388,14 @@ def _print_progress(done: int, total: int, name: str) -> None:
 def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.PathLike], out: str | os.PathLike,
                    *, method: str = "mlp", epochs: int = 20, hidden: int = 256, seed: int = 0,
                    features_kind: str = "quadratic", ridges: Sequence[float] = DEFAULT_RIDGES,
-                   progress: Progress | None = _print_progress, cache: str | os.PathLike | None = None) -> ArkitHead:
+                   progress: Progress | None = _print_progress, cache: str | os.PathLike | None = None,
+                   keep_current: bool = False) -> ArkitHead:
     """Fit an ARKit head on ``checkpoint``'s B over every capture of ``datasets`` (synthetic, with
     blendshapes.npy or meshes.npy) and write the checkpoint with it to ``out`` (atomically; ``out`` may
     be ``checkpoint`` itself). ``method``: "mlp" (the shipped head, ``fit_mlp``) or "ridge"
     (``fit_head`` with ``features_kind`` and ``ridges``). Everything else in the file is kept as it
-    was. Returns the head. engine/recipe.py runs it as the last stage of `mia model`."""
+    was. Returns the head. ``keep_current``: when ``out`` already holds a head fitted on this
+    checkpoint's backbone, return it and do nothing (a resumed recipe does not refit)."""
     from engine.checkpoint import load_checkpoint
     from engine.data import find_captures
     if method not in METHODS:
@@ -401,6 +403,11 @@ def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.Pa
     ckpt = load_checkpoint(checkpoint)
     if ckpt.kind != "mia":
         raise HeadError(f"{ckpt.path}: is a {ckpt.kind!r} checkpoint; an ARKit head needs a MIA backbone")
+    if keep_current and Path(out).is_file():
+        current = load_checkpoint(out)
+        head = head_status(current).head
+        if head is not None and head.backbone == backbone_fingerprint(ckpt.state_dict):
+            return head
     datasets = [Path(d) for d in datasets]
     if not datasets:
         raise HeadError("fit_arkit_head: no datasets given (synthetic dataset folders with ground truth)")
