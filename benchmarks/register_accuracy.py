@@ -6,7 +6,8 @@ compared vertex by vertex with the identity's true neutral (target: mean <= 0.5 
 percentile is reported). Then the driven shape error: the shipped model drives the demo capture's
 subject (id001) from its true neutral and from neutrals registered from scans of it, and the
 region errors against the ground truth are compared (target: within 10 %).
-Run: .venv/bin/python benchmarks/register_accuracy.py [--identities 3] [--no-driven]
+Run: .venv/bin/python benchmarks/register_accuracy.py [--identities 3] [--no-driven] [--no-accuracy]
+     [--kinds 'noise 0.5' ...]
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ KINDS = {
 }
 
 
-def accuracy(identities: int) -> None:
+def accuracy(identities: int, kinds: list[str] | None = None) -> None:
     model = load_face_model()
     print("| scan | identities | mean (mm) | p95 (mm) | worst mean (mm) | coverage | s / scan |")
     print("|---|---|---|---|---|---|---|")
     all_means = []
     for k, (name, spec) in enumerate(KINDS.items()):
+        if kinds and not any(word in name for word in kinds):
+            continue
         means, p95s, cover, secs = [], [], [], []
         for i in range(identities):
             weights = make_identity(model, 300 + 10 * k + i, 5, IdentityConfig()).shape_weights
@@ -103,9 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identities", type=int, default=3)
     parser.add_argument("--no-driven", action="store_true")
+    parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--kinds", nargs="*", help="only the kinds whose name contains one of these words")
     args = parser.parse_args()
     load_template()
-    accuracy(args.identities)
+    if not args.no_accuracy:
+        accuracy(args.identities, args.kinds)
     if not args.no_driven:
         driven()
 

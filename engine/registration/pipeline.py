@@ -22,7 +22,8 @@ from engine.registration.blas import single_threaded_blas
 from engine.registration.config import RegistrationConfig
 from engine.registration.correspond import match, surface_distance
 from engine.registration.identity_fit import IdentityFit, fit_identity
-from engine.registration.landmarks import landmark_index, landmarks_path, load_landmarks, parse_landmarks, save_landmarks
+from engine.registration import landmarks as landmark_files
+from engine.registration.landmarks import landmark_index, load_landmarks, parse_landmarks
 from engine.registration.nonrigid import refine
 from engine.registration.report import (RegistrationCancelled, RegistrationError, RegistrationReport, assess,
                                         report_path, residual_stats, save_report)
@@ -211,7 +212,7 @@ def register_file(scan_path: str | os.PathLike, out_path: str | os.PathLike, uni
     save_mesh(out_path, result.verts, result.faces)  # like the dataset neutrals: no UVs, no material files
     save_report(result.report, report_path(out_path))
     if landmarks:
-        save_landmarks(landmarks, landmarks_path(out_path))
+        landmark_files.save_landmarks(landmarks, landmark_files.landmarks_path(out_path))
     return result
 
 
