@@ -53,9 +53,7 @@ class NeutralMeshPanel(QWidget):
         self.pick_button.setToolTip("Click a few named points on a scan (nose tip, eye and mouth corners, chin) "
                                     "so that its registration starts from them")
         self.pick_button.clicked.connect(self._browse_pick_scan)
-        self.picker = LandmarkPicker()
-        self.picker.hide()
-        self.picker.picks_changed.connect(self._update_pick_buttons)
+        self._picker: LandmarkPicker | None = None  # made on first use: it holds a GL canvas
         self.register_picked_button = QPushButton("Register with these landmarks…")
         self.register_picked_button.clicked.connect(self._register_picked)
         self.register_picked_button.hide()
@@ -76,7 +74,7 @@ class NeutralMeshPanel(QWidget):
         layout.addWidget(self.load_button)
         layout.addWidget(self.register_button)
         layout.addWidget(self.pick_button)
-        layout.addWidget(self.picker, 1)
+        self._picker_index = layout.count()
         layout.addWidget(self.register_picked_button)
         layout.addLayout(form)
         layout.addWidget(self.message)
@@ -138,6 +136,16 @@ class NeutralMeshPanel(QWidget):
         self.register_button.setEnabled(not busy)
         self._update_pick_buttons()
 
+    @property
+    def picker(self) -> LandmarkPicker:
+        """The landmark picker (a 3D view of the scan), made the first time it is needed."""
+        if self._picker is None:
+            self._picker = LandmarkPicker()
+            self._picker.hide()
+            self._picker.picks_changed.connect(self._update_pick_buttons)
+            self.layout().insertWidget(self._picker_index, self._picker, 1)
+        return self._picker
+
     def open_scan_for_picking(self, path: str) -> bool:
         """Show a scan in the landmark picker; False (and the reason in red) when it cannot be read."""
         problem = self.picker.load_scan(path)
@@ -152,7 +160,7 @@ class NeutralMeshPanel(QWidget):
     def landmarks_for(self, scan: str) -> dict[str, list[float]] | None:
         """The landmarks picked on ``scan`` ({name: [x, y, z]} in its own units), or None when fewer than
         three were picked on it."""
-        if not self.picker.has_scan or not self.picker.picks.enough:
+        if self._picker is None or not self._picker.has_scan or not self._picker.picks.enough:
             return None
         if os.path.abspath(self.picker.scan_path) != os.path.abspath(scan):
             return None
@@ -160,7 +168,7 @@ class NeutralMeshPanel(QWidget):
 
     def _update_pick_buttons(self) -> None:
         busy = getattr(self, "_registering", False)
-        self.register_picked_button.setEnabled(not busy and self.picker.picks.enough)
+        self.register_picked_button.setEnabled(not busy and self._picker is not None and self._picker.picks.enough)
         self.pick_button.setEnabled(not busy)
 
     @property
@@ -188,7 +196,7 @@ class NeutralMeshPanel(QWidget):
             self.open_scan_for_picking(scan)
 
     def _register_picked(self) -> None:
-        if self.picker.has_scan and self.picker.picks.enough:
+        if self._picker is not None and self._picker.has_scan and self._picker.picks.enough:
             self._ask_out_and_register(self.picker.scan_path)
 
     def _ask_out_and_register(self, scan: str) -> None:
