@@ -70,6 +70,16 @@ def no_foreign_gl_context(request: pytest.FixtureRequest) -> None:
                     "rendering); release it after rendering, e.g. `with ctx:` in engine/render.py")
 
 
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """The shared tiny synthetic dataset (tests/synth_world.py), rendered once per session; read-only."""
+    from engine.synth.generate import generate_dataset
+    from synth_world import synth_config
+    root = tmp_path_factory.mktemp("synth_dataset")
+    generate_dataset(root, synth_config())
+    return root
+
+
 @pytest.fixture
 def oscdump(tmp_path):
     """A real OSC receiver (tests/osc_receiver.py): yields (port, lines()), killed afterwards."""

@@ -16,16 +16,15 @@ from engine.checkpoint import load_checkpoint
 from engine.errors import CaptureError, CheckpointError, ConfigError
 from engine.mia.model import MIA
 from engine.train import train
-from test_train import NO_AUG, coded_copy, tiny_cfg, tiny_dataset
+from test_train import NO_AUG, coded_copy, tiny_cfg
 
 TRAINED = ("id000", "id001")
 NEW = "id002"
 
 
 @pytest.fixture(scope="session")
-def all_coded(tmp_path_factory) -> Path:
-    base = tiny_dataset(tmp_path_factory)
-    return coded_copy(base, tmp_path_factory.getbasetemp() / "mia_tiny_all_coded",
+def all_coded(synth_dataset, tmp_path_factory) -> Path:
+    return coded_copy(synth_dataset, tmp_path_factory.getbasetemp() / "mia_tiny_all_coded",
                       subjects=(*TRAINED, NEW))
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.cli import main
-from engine.capture import open_capture
+from engine.capture import list_captures, open_capture
 from engine.checkpoint import save_checkpoint
 from engine.evaluate import (CaptureEvaluation, correspondence_error, evaluate_capture, evaluate_dataset,
                              markdown_table, neutral_baseline, region_errors, summarise, texture_errors,
@@ -21,6 +21,7 @@ from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
 from engine.synth.config import SynthConfig
 from engine.synth.generate import generate_dataset
+from synth_world import FRAMES
 
 TEXTURE = 32
 
@@ -40,11 +41,8 @@ class StandInAvatar:
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    captures = generate_dataset(root, SynthConfig(identities=2, captures_per_identity=1, frames_per_capture=12,
-                                                  image_size=32))
-    return root, captures
+def dataset(synth_dataset):
+    return synth_dataset, list_captures(synth_dataset)
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +104,9 @@ def test_texture_errors_in_intensity_levels():
 def test_untrained_model_scores_exactly_the_neutral_baseline(engine, dataset):
     _, captures = dataset
     result = evaluate_capture(engine, captures[1], batch_size=5)  # id001: untrained subject, dataset neutral
-    assert result.subject == "id001" and len(result.frames) == 12
+    assert result.subject == "id001" and len(result.frames) == FRAMES
     for region in ("eyes", "mouth", "face"):
-        assert result.shape[region].shape == (12,)
+        assert result.shape[region].shape == (FRAMES,)
         np.testing.assert_allclose(result.shape[region], result.baseline[region], atol=1e-5)
         assert result.baseline[region].mean() > 0
     assert result.texture == {} and "codes.npy" in result.notes[0]
@@ -118,12 +116,12 @@ def test_texture_errors_need_codes_adapter_and_avatar(engine, dataset, tmp_path)
     _, captures = dataset
     capture = tmp_path / "with_codes"
     shutil.copytree(captures[0], capture)
-    np.save(capture / "codes.npy", np.random.default_rng(0).normal(0, 1, (12, 256)).astype(np.float32))
+    np.save(capture / "codes.npy", np.random.default_rng(0).normal(0, 1, (FRAMES, 256)).astype(np.float32))
     result = evaluate_capture(engine, capture, avatar=StandInAvatar(), stride=2)
-    assert len(result.frames) == 6 and not result.notes
+    assert len(result.frames) == FRAMES // 2 and not result.notes
     for region in ("eyes", "mouth", "face"):
-        assert result.texture[region].shape == (6,) and (result.texture[region] >= 0).all()
-        assert result.texture_baseline[region].shape == (6,)
+        assert result.texture[region].shape == (FRAMES // 2,) and (result.texture[region] >= 0).all()
+        assert result.texture_baseline[region].shape == (FRAMES // 2,)
     assert "tex (0-255)" in markdown_table([result])
 
 
@@ -172,7 +170,7 @@ def test_correspondence_across_identities(engine, dataset):
         assert result.errors["transfer"][region].mean() > 0
     assert "| cross |" in result.markdown()
     with open_capture(captures[1]) as cap:  # the control can also be the target's own capture
-        assert len(correspondence_error(engine, captures[0], 1, control=cap.path).errors["self"]["face"]) == 12
+        assert len(correspondence_error(engine, captures[0], 1, control=cap.path).errors["self"]["face"]) == FRAMES
 
 
 def test_cli_eval_prints_the_table(checkpoint, dataset, tmp_path, capsys):
@@ -190,7 +188,7 @@ def test_dataset_avatar_is_found_and_used(engine, dataset, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(root, copy)
     capture = copy / "captures" / "id000_c00"
-    np.save(capture / "codes.npy", np.random.default_rng(0).normal(0, 1, (12, 256)).astype(np.float32))
+    np.save(capture / "codes.npy", np.random.default_rng(0).normal(0, 1, (FRAMES, 256)).astype(np.float32))
     fm = load_face_model()
     model = avatar.AvatarAutoencoder(avatar.AvatarConfig(texture_size=16, width=4, max_width=8),
                                      fm.topology.vertex_count)
@@ -198,7 +196,7 @@ def test_dataset_avatar_is_found_and_used(engine, dataset, tmp_path):
                        neutral=fm.to_topology(fm.neutral), mask=np.ones((16, 16), bool),
                        topology=fm.topology.describe())
     result = evaluate_capture(engine, capture)
-    assert not result.notes and result.texture["mouth"].shape == (12,)
+    assert not result.notes and result.texture["mouth"].shape == (FRAMES,)
 
 
 def test_a_dataset_neutral_wins_over_a_checkpoint_subject_of_the_same_name(engine, tmp_path):

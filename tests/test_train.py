@@ -1,5 +1,5 @@
 """Training data and loop (engine/data.py, engine/train.py, `mia train`): samples, loss, resume,
-DDP, cancel and kill, the CLI. Everything runs on a tiny synthetic dataset made once per session."""
+DDP, cancel and kill, the CLI. Everything runs on the session's tiny synthetic dataset (synth_world.py)."""
 from __future__ import annotations
 
 import os
@@ -27,22 +27,12 @@ from engine.errors import CaptureError, ConfigError, MeshError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
-from engine.synth.config import SynthConfig
-from engine.synth.generate import generate_dataset
 from engine.train import StepBatchSampler, TrainConfig, Trainer, train
 
 SIZE = 32
 V_MODEL = load_face_model().topology.vertex_count
 NO_AUG = {"enabled": False}
 CODED = ("id000", "id001")  # subjects given synthetic avatar codes; id002 stays shape-only
-
-
-def tiny_dataset(tmp_path_factory) -> Path:
-    """3 identities x 1 capture x 16 frames at 32 px; shared by the test files of a session."""
-    root = tmp_path_factory.getbasetemp() / "mia_tiny_dataset"
-    generate_dataset(root, SynthConfig(identities=3, captures_per_identity=1, frames_per_capture=16,
-                                       image_size=SIZE))
-    return root
 
 
 def write_codes(capture: Path, seed: int) -> np.ndarray:
@@ -64,8 +54,8 @@ def coded_copy(src: Path, dst: Path, subjects=CODED) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory) -> Path:
-    return tiny_dataset(tmp_path_factory)
+def dataset(synth_dataset) -> Path:
+    return synth_dataset
 
 
 @pytest.fixture(scope="session")
