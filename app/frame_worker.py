@@ -26,7 +26,7 @@ from PySide6.QtCore import QThread, Signal
 from app.logs import LOG, report
 from app.subjects import NeutralSource, SubjectSpec
 from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, OpenSource, Play, Quit, Refresh,
-                                 Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
+                                 ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
                                  Step, SubjectSet, TargetsSet, Wake)
 from engine.sources import FrameSource, SourceFrame, open_source
 
@@ -80,9 +80,11 @@ class FrameWorker(QThread):
         self._fps = 0.0
         self._last_error = ("", 0.0)
         self._quit = False
+        self._applied_key: tuple | None = None  # the subject spec last applied (see _spec_key)
         self._handlers: dict[type, Callable[[Any], None]] = {
             OpenSource: self._open, CloseSource: lambda _c: self._close_source(), LoadModel: self._load_model,
-            SetSubject: self._set_subject, SetTargets: self._set_targets, SetRois: self._set_rois,
+            SetSubject: self._set_subject, ResolveSubject: self._resolve_again,
+            SetTargets: self._set_targets, SetRois: self._set_rois,
             Play: self._play, Seek: self._seek, Step: self._step, SetSpeed: self._set_speed,
             SetLoop: self._set_loop, SetPaced: self._set_paced, Refresh: lambda _c: self._refresh(),
             Wake: lambda _c: None, Quit: self._stop_loop}
@@ -209,6 +211,16 @@ class FrameWorker(QThread):
         self._apply_subject()
         self._refresh()
 
+    def _resolve_again(self, _command: ResolveSubject) -> None:
+        """Apply the subject again only when resolving it now gives another answer."""
+        if self.engine is None or _spec_key(self._wanted_subject()) == self._applied_key:
+            return
+        self._apply_subject()
+        self._refresh()
+
+    def _wanted_subject(self) -> SubjectSpec | None:
+        return self._subject_override or self.resolver(self.source, self.engine)
+
     def _set_targets(self, command: SetTargets) -> None:
         self._targets = list(command.specs)
         self._apply_targets()
@@ -255,7 +267,8 @@ class FrameWorker(QThread):
     def _apply_subject(self) -> None:
         if self.engine is None:
             return
-        spec = self._subject_override or self.resolver(self.source, self.engine)
+        spec = self._wanted_subject()
+        self._applied_key = _spec_key(spec)
         engine, note = self.engine, ""
         try:
             subject = None if spec is None else engine.set_subject(spec.name, spec.neutral, spec.avatar)
@@ -465,6 +478,14 @@ def _region_masks(engine: Any) -> RegionMeans | None:
     except Exception as err:
         LOG.warning("no region masks: %s", err)
         return None
+
+
+def _spec_key(spec: SubjectSpec | None) -> tuple | None:
+    """What identifies a subject spec's resolution (its neutral may be an array, which == cannot compare)."""
+    if spec is None:
+        return None
+    neutral = spec.neutral if isinstance(spec.neutral, (str, type(None))) else id(spec.neutral)
+    return spec.name, neutral, spec.avatar, spec.source
 
 
 def _doing(command: Command) -> str:

@@ -28,7 +28,7 @@ from app.paths import SUBJECTS
 from app.profiles import HeadsetProfiles
 from app.subjects import NeutralSource, SubjectCatalog, SubjectSpec, dataset_subjects_dir, mesh_subject_name, \
     sibling_avatar
-from app.worker_protocol import (FrameBundle, LoadModel, OpenSource, Play, Seek, SetLoop, SetPaced, SetRois,
+from app.worker_protocol import (FrameBundle, LoadModel, OpenSource, Play, ResolveSubject, Seek, SetLoop, SetPaced, SetRois,
                                  SetSpeed, SetSubject, SetTargets, SourceOpened, Step, SubjectSet, TargetsSet)
 from engine.errors import MeshError
 from engine.sources import SourceError, SyntheticSource
@@ -359,6 +359,9 @@ class Session(QObject):
         self.catalog.set_model(info.get("subjects", []), info.get("identities", []))
         self.model_changed.emit(info)
         self.subjects_changed.emit(self.catalog.names())
+        # the worker may have resolved the source's subject before the catalog knew this model's
+        # adaptation layers (shape only where it should be textured): resolve it again
+        self.worker.post(ResolveSubject())
         self._post_targets()
 
     def _on_model_failed(self, message: str) -> None:

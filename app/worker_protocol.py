@@ -46,6 +46,12 @@ class SetSubject:
 
 
 @dataclass(frozen=True)
+class ResolveSubject:
+    """The session learned more about the subjects (a model loaded): resolve the driven one again,
+    keeping a subject the user chose."""
+
+
+@dataclass(frozen=True)
 class SetTargets:
     """Retarget to these subjects (in this order)."""
 
@@ -106,7 +112,7 @@ class Quit:
     pass
 
 
-Command = Union[OpenSource, CloseSource, LoadModel, SetSubject, SetTargets, SetRois, Play, Seek, Step,
+Command = Union[OpenSource, CloseSource, LoadModel, SetSubject, ResolveSubject, SetTargets, SetRois, Play, Seek, Step,
                 SetSpeed, SetLoop, SetPaced, Refresh, Wake, Quit]
 
 

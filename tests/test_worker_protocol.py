@@ -136,3 +136,25 @@ def test_no_import_circles():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-1500:]
+
+
+def test_resolving_again_applies_the_subject_only_when_the_answer_changed(worker):
+    """After a model loads the session asks the worker to resolve the subject again (the catalog may now
+    know its adaptation layer); an unchanged answer must not re-apply (and re-announce) it."""
+    answers = [SubjectSpec("id000", "/d/id000/neutral.obj", None, "/d", NeutralSource.FOLDER)]
+    worker.resolver = lambda source, engine: answers[-1]
+    applied: list = []
+    worker._apply_subject = lambda: (applied.append(answers[-1].avatar),
+                                     setattr(worker, "_applied_key", wp_key(answers[-1])))
+    worker.engine = object()
+    worker._apply_subject()
+    worker._apply(wp.ResolveSubject())
+    assert applied == [None]
+    answers.append(SubjectSpec("id000", "/d/id000/neutral.obj", "/d/id000/avatar", "/d", NeutralSource.FOLDER))
+    worker._apply(wp.ResolveSubject())
+    assert applied == [None, "/d/id000/avatar"]
+
+
+def wp_key(spec):
+    from app.frame_worker import _spec_key
+    return _spec_key(spec)
