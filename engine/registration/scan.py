@@ -53,9 +53,11 @@ def estimate_noise(verts: np.ndarray, faces: np.ndarray) -> float:
     absolute deviation) of each vertex's height above the mean of its mesh neighbours. Curvature adds
     little at scan densities (~0.07 mm for a clean 2.5 mm mesh of a face); 0.5 mm Gaussian vertex noise
     reads ~0.52 mm."""
-    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
-    adj = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(verts),) * 2)
-    adj = ((adj + adj.T) > 0).astype(np.float64).tocsr()
+    n = len(verts)
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    keys = np.unique(edges[:, 0] * n + edges[:, 1])  # 1-D keys: far faster than unique rows
+    a, b = keys // n, keys % n
+    adj = sp.coo_matrix((np.ones(2 * len(keys)), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)).tocsr()
     degree = np.asarray(adj.sum(1)).ravel()
     used = degree > 0
     mean = (adj @ verts) / np.maximum(degree, 1)[:, None]
