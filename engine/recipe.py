@@ -268,6 +268,17 @@ def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> 
     return summary
 
 
+def fit_head(cfg: RecipeConfig, checkpoint: Path, log: Log, bar: StageProgress) -> None:
+    """The ARKit head on B's code e (engine/output/head.py), written into the final checkpoint;
+    fitted on the further blocks (their compact ground truth holds each person's blendshape
+    weights), or on stage 1's data when there are none. A resumed recipe keeps a current head."""
+    from engine.output.head import fit_arkit_head
+    data = [cfg.paths[f"train_{b.name}"] for b in cfg.active_blocks] or [cfg.paths["train"]]
+    log(f"arkit head: on B's code over {', '.join(str(d) for d in data)} -> {checkpoint}")
+    with bar("arkit head", "step") as progress:
+        fit_arkit_head(checkpoint, data, checkpoint, progress=progress, keep_current=True)
+
+
 def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None = None,
                cancel: Callable[[], bool] | None = None) -> tuple[Path, dict]:
     """Every stage in order, each skipping what is already done; returns the final checkpoint and
@@ -287,6 +298,7 @@ def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None
             make_block_data(cfg, block, log, progress)
         checkpoint = train_block_model(cfg, block, checkpoint, log, cancel=cancel,
                                        show_bar=stage_progress is not None)
+    fit_head(cfg, checkpoint, log, bar)
     summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
     out = cfg.final_run / "eval" / "summary.json"
     tmp = out.with_name(".summary.json.tmp")
