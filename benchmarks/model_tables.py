@@ -105,7 +105,7 @@ def correspondence(engine, heldout: Path, pairs: list[tuple[str, str]]) -> tuple
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=ROOT / "data" / "model")
-    ap.add_argument("--checkpoint", type=Path, help="default: the recipe's final run (ROOT/run_wide/last.pt)")
+    ap.add_argument("--checkpoint", type=Path, help="default: the recipe's final run (ROOT/run_wider/last.pt)")
     ap.add_argument("--ps-subject", default="id001")
     ap.add_argument("--ps-steps", type=int, default=1500)
     ap.add_argument("--out", type=Path, help="also write the tables and numbers here (.md and .json)")
