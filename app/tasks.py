@@ -52,8 +52,8 @@ def evaluate(ctx: TaskContext, model: str, capture: str, subject: str | None, ne
 
 def adapt_subject(ctx: TaskContext, model: str, data: str, subject: str, out: str, steps: int,
                   neutral_file: str | None = None) -> Path:
-    """Train only F_new for ``subject`` (engine.adapt); writes the checkpoint ``out``."""
-    from engine.adapt import AdaptConfig, adapt
+    """Train only F_new for ``subject`` (engine.training.adapt); writes the checkpoint ``out``."""
+    from engine.training.adapt import AdaptConfig, adapt
     neutral = None
     if neutral_file:
         from engine.meshio import guess_units, load_mesh

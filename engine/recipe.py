@@ -191,7 +191,7 @@ def make_avatars(cfg: RecipeConfig, log: Log, progress=None) -> None:
 def train_config(cfg: RecipeConfig):
     """The TrainConfig of the shipped model (defaults of ModelConfig at the recipe's image size)."""
     from engine.mia.config import ModelConfig
-    from engine.train import TrainConfig
+    from engine.training.trainer import TrainConfig
     options = {**cfg.train, "steps": cfg.steps, "batch_size": cfg.batch_size,
                "out_dir": str(cfg.paths["run"]), "model": ModelConfig(**{"image_size": cfg.size, **cfg.model})}
     return TrainConfig.from_dict(options)
@@ -210,7 +210,7 @@ def finished_run(run: Path, steps: int) -> bool:
 
 def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
     """Stage 1: train MIA on the first block, continuing the run folder's checkpoint if there is one."""
-    from engine.train import train
+    from engine.training.trainer import train
     run = cfg.paths["run"]
     if finished_run(run, cfg.steps):
         log(f"train: {run / 'last.pt'} has its {cfg.steps} steps (resuming: nothing to do)")
@@ -223,7 +223,7 @@ def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_ba
 
 def block_train_config(cfg: RecipeConfig, block: BlockConfig, start: Path):
     """A block's TrainConfig: the previous stage's weights, a fresh optimiser and its own schedule."""
-    from engine.train import TrainConfig
+    from engine.training.trainer import TrainConfig
     options = {**train_config(cfg).to_dict(), "steps": block.steps, "lr": block.lr,
                "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths[f"run_{block.name}"])}
     return TrainConfig.from_dict(options)
@@ -233,8 +233,8 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
                       cancel=None, show_bar: bool = True) -> Path:
     """Fine-tune the previous stage's model on stage 1's block and every further block up to
     and including `block`."""
-    from engine.data import find_captures
-    from engine.train import train
+    from engine.training.dataset import find_captures
+    from engine.training.trainer import train
     run = cfg.paths[f"run_{block.name}"]
     if finished_run(run, block.steps):
         log(f"train: {run / 'last.pt'} has its {block.steps} steps (resuming: nothing to do)")

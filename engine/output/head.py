@@ -369,7 +369,7 @@ def _to_arkit() -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _dataset_neutral(path: Path, capture: object) -> np.ndarray:
-    from engine.data import neutral_path
+    from engine.training.dataset import neutral_path
     from engine.meshio import guess_units, load_mesh
     file = neutral_path(path, capture.meta.subject_id)  # type: ignore[attr-defined]
     if not file.exists():
@@ -397,7 +397,7 @@ def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.Pa
     was. Returns the head. ``keep_current``: when ``out`` already holds a head fitted on this
     checkpoint's backbone, return it and do nothing (a resumed recipe does not refit)."""
     from engine.checkpoint import load_checkpoint
-    from engine.data import find_captures
+    from engine.training.dataset import find_captures
     if method not in METHODS:
         raise HeadError(f"ARKit head method must be one of {METHODS}, got {method!r}")
     ckpt = load_checkpoint(checkpoint)

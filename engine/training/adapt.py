@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engine.data import HMCDataset, find_captures
+from engine.training.dataset import HMCDataset, find_captures
 from engine.errors import CaptureError, CheckpointError, ConfigError
-from engine.mia.losses import LAMBDA_T
+from engine.training.losses import LAMBDA_T
 from engine.mia.model import MIA
-from engine.train import (Progress, StepBatchSampler, TextureDecoder, adam, augment_config,
-                          face_topology, make_loader, pick_device, texture_term)
+from engine.training.trainer import (Progress, StepBatchSampler, TextureDecoder, adam, augment_config,
+                                     face_topology, make_loader, pick_device, texture_term)
 
 
 @dataclass

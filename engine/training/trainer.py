@@ -39,12 +39,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import HMCDataset, find_captures, neutral_path, probe_topology
+from engine.training.dataset import HMCDataset, find_captures, neutral_path, probe_topology
 from engine.errors import CheckpointError, ConfigError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
-from engine.mia.jitter import jitter_config
-from engine.mia.losses import LAMBDA_S, LAMBDA_T, LossTerms, shape_loss, texture_loss
+from engine.training.jitter import jitter_config
+from engine.training.losses import LAMBDA_S, LAMBDA_T, LossTerms, shape_loss, texture_loss
 from engine.mia.model import MIA
 
 TextureDecoder = Callable[[Tensor, Tensor], Tensor]
@@ -63,8 +63,8 @@ class TrainConfig:
 
     `lr_step` 0 means steps // 10: the paper's schedule (x0.8 every 25K of 250K iterations) scaled
     to the run length; it is resolved when training starts so a resumed run keeps it. `augment`
-    holds engine.mia.augment.AugmentConfig fields ({"enabled": False} turns 3D augmentation off),
-    `jitter` engine.mia.jitter.JitterConfig fields (the per-camera 2-D image draws).
+    holds engine.training.augment.AugmentConfig fields ({"enabled": False} turns 3D augmentation off),
+    `jitter` engine.training.jitter.JitterConfig fields (the per-camera 2-D image draws).
     `subjects` / `captures` filter the dataset; `val_fraction` holds out the tail of each capture.
     `init_from` starts a new run from another run's weights (its model config, template and
     adaptation layers) with a fresh optimiser and schedule: how a model grows onto more data.
@@ -147,11 +147,11 @@ def augment_config(options: dict) -> Any:
     if not options.get("enabled", True):
         return None
     try:
-        from engine.mia.augment import AugmentConfig
+        from engine.training.augment import AugmentConfig
     except ModuleNotFoundError as err:
-        if err.name != "engine.mia.augment":
+        if err.name != "engine.training.augment":
             raise
-        raise ConfigError("3D augmentation is on but engine.mia.augment is not available; "
+        raise ConfigError("3D augmentation is on but engine.training.augment is not available; "
                           "turn it off (augment {'enabled': false}, or --no-augment)") from err
     try:
         return AugmentConfig(**options)

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from engine.capture import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.meshio import load_neutral
-from engine.mia.jitter import jitter_images
+from engine.training.jitter import jitter_images
 from engine.render import PinholeCamera
 
 SEEN_WEIGHT = 1.0
@@ -194,9 +194,9 @@ class HMCDataset(Dataset):
     `neutrals` maps subject -> (V, 3) mm neutral mesh; subjects not in it are read from the dataset
     layout's subjects/<id>/neutral.obj. `topology` ({"name", "vertex_count", "hash"}, e.g. a
     checkpoint's) and `faces` are checked against every capture and neutral. `augment` (an
-    engine.mia.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
+    engine.training.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
     it needs `faces` and belongs on the training split only. `jitter` (an
-    engine.mia.jitter.JitterConfig) then draws per-camera image shift, zoom and exposure.
+    engine.training.jitter.JitterConfig) then draws per-camera image shift, zoom and exposure.
     """
 
     def __init__(self, captures: Sequence[str | os.PathLike], image_size: int, *,
@@ -327,7 +327,7 @@ class HMCDataset(Dataset):
         """Built on first use, so each DataLoader worker owns its renderer (GL is not fork-safe).
         The capture's stored per-camera visibility saves the augmenter one depth render per camera."""
         if self._augmenter is None:
-            from engine.mia.augment import Augmenter
+            from engine.training.augment import Augmenter
             self._augmenter = Augmenter(self.augment, self.faces, self.image_size)
         return self._augmenter(images, mesh, cameras, rng, visibility)
 
