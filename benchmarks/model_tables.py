@@ -52,7 +52,8 @@ def table1(engine, heldout: Path) -> tuple[list[str], dict]:
 
 def train_ps(root: Path, subject: str, steps: int) -> Path:
     from engine.mia.config import ModelConfig
-    from engine.training.trainer import TrainConfig, train
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import train
     out = root / "run_ps"
     cfg = TrainConfig(kind="ps", ps_subject=subject, subjects=[subject], steps=steps, batch_size=32,
                       augment={"probability": 0.35}, checkpoint_every=500, log_every=50,

@@ -130,7 +130,8 @@ def build_data(work: Path, s: Scale) -> Path:
 
 def _train_job(args: tuple) -> str:
     name, work, data, cfg_dict = args
-    from engine.training.trainer import TrainConfig, train
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import train
     out = Path(work) / "models" / name
     if (out / "done").exists():
         return str(out / "last.pt")
@@ -147,7 +148,7 @@ MAIN_MODELS = ("mia_K_aug", "mia_K_noaug", "mia_1_aug", "ps_id000")
 
 def train_models(work: Path, data: Path, s: Scale, part: str = "all") -> dict[str, Path]:
     from engine.mia.config import ModelConfig
-    from engine.training.trainer import TrainConfig
+    from engine.training.config import TrainConfig
     names = ids(s)
     model = ModelConfig(image_size=s.size, shape_hidden=s.shape_hidden)
     base = TrainConfig(steps=s.steps, batch_size=s.batch, num_workers=s.workers, checkpoint_every=max(200, s.steps // 4),
@@ -190,7 +191,7 @@ def adapt_new(work: Path, data: Path, s: Scale, base_ckpt: Path) -> dict[str, Pa
         path = work / "models" / f"mia_K_aug+{sub}.pt"
         if not path.exists():
             from engine.avatar import load_avatar
-            from engine.training.trainer import AvatarTexture
+            from engine.training.routing import AvatarTexture
             adapt(ckpt, [data / "captures" / f"{sub}_c00"], sub, path,
                   AdaptConfig(steps=s.adapt_steps, batch_size=s.batch, augment={"probability": s.aug_probability}),
                   texture_decoder=AvatarTexture(load_avatar(data / "subjects" / sub)), show_bar=False)

@@ -191,7 +191,7 @@ def make_avatars(cfg: RecipeConfig, log: Log, progress=None) -> None:
 def train_config(cfg: RecipeConfig):
     """The TrainConfig of the shipped model (defaults of ModelConfig at the recipe's image size)."""
     from engine.mia.config import ModelConfig
-    from engine.training.trainer import TrainConfig
+    from engine.training.config import TrainConfig
     options = {**cfg.train, "steps": cfg.steps, "batch_size": cfg.batch_size,
                "out_dir": str(cfg.paths["run"]), "model": ModelConfig(**{"image_size": cfg.size, **cfg.model})}
     return TrainConfig.from_dict(options)
@@ -223,7 +223,7 @@ def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_ba
 
 def block_train_config(cfg: RecipeConfig, block: BlockConfig, start: Path):
     """A block's TrainConfig: the previous stage's weights, a fresh optimiser and its own schedule."""
-    from engine.training.trainer import TrainConfig
+    from engine.training.config import TrainConfig
     options = {**train_config(cfg).to_dict(), "steps": block.steps, "lr": block.lr,
                "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths[f"run_{block.name}"])}
     return TrainConfig.from_dict(options)

@@ -20,7 +20,8 @@ from engine.facemodel import load_face_model
 from engine.inference import InferenceEngine
 from engine.synth.config import HeadsetConfig, IdentityConfig, PerformanceConfig, SessionConfig, SynthConfig
 from engine.synth.generate import generate_dataset
-from engine.training.trainer import TrainConfig, train
+from engine.training.config import TrainConfig
+from engine.training.trainer import train
 from engine.mia.config import ModelConfig
 
 TRAIN_IDS = [f"id{i:03d}" for i in range(12)]

@@ -27,7 +27,9 @@ from engine.errors import CaptureError, ConfigError, MeshError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
-from engine.training.trainer import StepBatchSampler, TrainConfig, Trainer, train
+from engine.training.sampler import StepBatchSampler
+from engine.training.config import TrainConfig
+from engine.training.trainer import Trainer, train
 
 SIZE = 32
 V_MODEL = load_face_model().topology.vertex_count

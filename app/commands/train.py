@@ -63,7 +63,7 @@ def _csv(text: str | None) -> list[str] | None:
 def config_from_args(args) -> "TrainConfig":  # noqa: F821 (engine imported lazily)
     from engine.errors import ConfigError
     from engine.mia.config import ModelConfig
-    from engine.training.trainer import TrainConfig
+    from engine.training.config import TrainConfig
     data: dict = {}
     if args.config:
         try:

@@ -119,6 +119,15 @@ def probe_topology(captures: Sequence[str | os.PathLike]) -> dict:
             "hash": ""}
 
 
+def face_topology(vertex_count: int, topology: dict) -> np.ndarray | None:
+    """Triangles of the face model's topology when the data uses it (for W_S checks, re-rendering)."""
+    from engine.facemodel import load_face_model
+    topo = load_face_model().topology
+    if topo.vertex_count == vertex_count and topology.get("hash", topo.hash) in (topo.hash, ""):
+        return topo.faces
+    return None
+
+
 def frame_cameras(meta: CaptureMeta, head_pose: np.ndarray | None, size: int) -> list[PinholeCamera]:
     """The three cameras that saw one frame, for `size` x `size` images: calibration o head pose."""
     out = []
