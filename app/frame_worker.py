@@ -28,7 +28,7 @@ from app.subjects import NeutralSource, SubjectSpec
 from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, OpenSource, Play, Quit, Refresh,
                                  ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
                                  Step, SubjectSet, TargetsSet, Wake)
-from engine.sources import FrameSource, SourceFrame, open_source
+from engine.runtime.sources import FrameSource, SourceFrame, open_source
 
 __all__ = ["FrameBundle", "FrameWorker"]  # FrameBundle lives in app/worker_protocol.py
 
@@ -190,7 +190,7 @@ class FrameWorker(QThread):
         self._apply_subject()
 
     def _load_model(self, command: LoadModel) -> None:
-        from engine.inference import InferenceEngine
+        from engine.runtime.inference import InferenceEngine
         path = command.path
         try:
             engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from app.paths import config_dir
-from engine.sources import CameraSettings, Roi, SourceError
+from engine.runtime.sources import CameraSettings, Roi, SourceError
 
 DEFAULT_URLS = ("0", "1", "2")
 

@@ -40,9 +40,9 @@ def make_sample_data(root: str | os.PathLike, identities: int = 2, frames: int =
     shipped model has, for timing)."""
     import torch
 
-    from engine.checkpoint import save_checkpoint
+    from engine.io.checkpoint import save_checkpoint
     from engine.facemodel import load_face_model
-    from engine.meshio import load_mesh
+    from engine.io.mesh import load_mesh
     from engine.mia.config import ModelConfig
     from engine.mia.model import MIA
     from engine.synth.config import SynthConfig

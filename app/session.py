@@ -31,7 +31,7 @@ from app.subjects import NeutralSource, SubjectCatalog, SubjectSpec, dataset_sub
 from app.worker_protocol import (FrameBundle, LoadModel, OpenSource, Play, ResolveSubject, Seek, SetLoop, SetPaced, SetRois,
                                  SetSpeed, SetSubject, SetTargets, SourceOpened, Step, SubjectSet, TargetsSet)
 from engine.errors import MeshError
-from engine.sources import SourceError, SyntheticSource
+from engine.runtime.sources import SourceError, SyntheticSource
 
 LIVE_CURVE_FRAMES = 1800  # live error curves keep the last minute at 30 fps
 REGIONS = ("eyes", "mouth", "face")
@@ -191,7 +191,7 @@ class Session(QObject):
     def load_neutral(self, path: str) -> NeutralCheck:
         """Check a neutral mesh file against the model topology; when it fits, drive it (shape only,
         or textured when the model has the subject's F_i and an avatar sits beside the mesh)."""
-        from engine.meshio import load_neutral
+        from engine.io.mesh import load_neutral
         path = str(path)
         topo = self.topology
         if topo is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.meshio import MESH_SUFFIXES
+from engine.io.mesh import MESH_SUFFIXES
 
 
 class NeutralSource(Enum):

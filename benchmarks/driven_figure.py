@@ -58,11 +58,11 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from engine.capture import open_capture
-    from engine.evaluate import region_errors
+    from engine.io.capture_reader import open_capture
+    from engine.evaluation.evaluate import region_errors
     from engine.facemodel import load_face_model
-    from engine.inference import InferenceEngine
-    from engine.meshio import load_mesh
+    from engine.runtime.inference import InferenceEngine
+    from engine.io.mesh import load_mesh
     from engine.render import MeshRenderer
 
     engine = InferenceEngine(args.model)

@@ -202,7 +202,7 @@ def adapt_new(work: Path, data: Path, s: Scale, base_ckpt: Path) -> dict[str, Pa
 
 # ----- evaluation -----------------------------------------------------------------------------
 def evaluate(ckpt: Path, capture: Path, subject: str | None = None) -> dict:
-    from engine.evaluate import evaluate_capture
+    from engine.evaluation.evaluate import evaluate_capture
     r = evaluate_capture(ckpt, capture, subject=subject, stride=1)
     return {"shape": r.mean("shape"), "baseline": r.mean("baseline"),
             "texture": r.mean("texture") if r.texture else None,
@@ -258,7 +258,7 @@ def run(work: Path, s: Scale, out_md: Path, scale_name: str, part: str = "all",
                 fig9[str(k)] = mean_std([evaluate(m, cap(f"{sub}_c00")) for sub in names["untrained"]], "shape")
         res["tables"]["fig9"] = fig9
         log("correspondence")
-        from engine.evaluate import correspondence_error
+        from engine.evaluation.evaluate import correspondence_error
         src = names["untrained"][0]
         corr = [correspondence_error(models["mia_K_aug"], cap(f"{src}_c00"), tgt, control="render").to_dict()
                 for tgt in names["untrained"][1:] + names["train"][1:3]]
@@ -272,7 +272,7 @@ def run(work: Path, s: Scale, out_md: Path, scale_name: str, part: str = "all",
 
 
 def write_markdown(res: dict, s: Scale, work: Path, out_md: Path) -> None:
-    from engine import plots  # noqa: F401  (Agg backend)
+    from engine.evaluation import plots  # noqa: F401  (Agg backend)
     T = res["tables"]
     L = [f"# Synthetic benchmark results (scale `{res['scale_name']}`)", "",
          f"K = {s.train_ids} training identities, {s.frames} frames per capture at {s.size} px, "

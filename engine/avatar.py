@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import atomic_torch_save, check_finite, safe_torch_load
+from engine.io.checkpoint import atomic_torch_save, check_finite, safe_torch_load
 from engine.errors import AvatarError
 from engine.facemodel import FaceModel, load_face_model
 from engine.render import MeshRenderer

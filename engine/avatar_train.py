@@ -29,10 +29,10 @@ import torch
 from engine.avatar import (FRONTAL_VIEW, MM_PER_CM, AvatarAutoencoder, AvatarConfig, AvatarDecoder, avatar_path,
                            frame_texture, load_albedo, load_avatar, round_to_storage, save_avatar,
                            texture_renderer, uv_mask, view_vectors)
-from engine.capture import CODE_DIM, list_captures, open_capture, read_meta
+from engine.io.capture_reader import CODE_DIM, list_captures, open_capture, read_meta
 from engine.errors import AvatarError, CaptureError
 from engine.facemodel import load_face_model
-from engine.meshio import load_mesh
+from engine.io.mesh import load_mesh
 
 DEFAULT_STEPS = 600
 Progress = Callable[[int, int, str], None]

@@ -10,7 +10,7 @@ class MiaError(Exception):
 
 
 class CaptureError(MiaError, ValueError):
-    """An HMC capture folder (see engine/capture.py) is missing, malformed or inconsistent."""
+    """An HMC capture folder (see engine/io/) is missing, malformed or inconsistent."""
 
 
 class MeshError(MiaError, ValueError):

@@ -200,7 +200,7 @@ def train_config(cfg: RecipeConfig):
 def finished_run(run: Path, steps: int) -> bool:
     """True when run/last.pt has reached `steps`: the stage is skipped without loading its data
     (tens of thousands of frames, minutes here)."""
-    from engine.checkpoint import load_checkpoint
+    from engine.io.checkpoint import load_checkpoint
     last = run / "last.pt"
     if not last.is_file():
         return False
@@ -253,8 +253,8 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
     """Held-out errors of `checkpoint`: untrained identities (heldout/) and new captures of
     trained identities (newcaps/), each with its neutral-mesh baseline; writes reports under out/."""
-    from engine.evaluate import evaluate_dataset, summarise, write_report
-    from engine.inference import InferenceEngine
+    from engine.evaluation.evaluate import evaluate_dataset, summarise, write_report
+    from engine.runtime.inference import InferenceEngine
     engine = InferenceEngine(checkpoint, threads=cfg.jobs)
     summary = {}
     for name in ("heldout", "heldout_wider", "newcaps"):

@@ -12,7 +12,7 @@ import torch
 
 from app.cli import main as cli_main
 from engine.training.adapt import AdaptConfig, adapt, check_unchanged, shared_state
-from engine.checkpoint import load_checkpoint
+from engine.io.checkpoint import load_checkpoint
 from engine.errors import CaptureError, CheckpointError, ConfigError
 from engine.mia.model import MIA
 from engine.training.trainer import train

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.capture import open_capture
+from engine.io.capture_reader import open_capture
 from engine.facemodel import load_face_model
 from engine.training.augment import (AugmentConfig, Augmenter, camera_from_calib, hole_caps, moved_camera,
                                      perturbed_cameras)

@@ -8,7 +8,7 @@ from engine.avatar import (FRONTAL_VIEW, AvatarConfig, avatar_path, frame_textur
                            texture_renderer, uv_mask, view_vectors)
 from engine.avatar_train import (AvatarTrainConfig, bake_frames, fit, subject_captures, train_avatar,
                                  train_dataset_avatars)
-from engine.capture import open_capture
+from engine.io.capture_reader import open_capture
 from engine.errors import AvatarError, MiaError
 from engine.facemodel import load_face_model
 from engine.synth.config import SynthConfig

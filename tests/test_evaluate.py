@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from app.cli import main
-from engine.capture import list_captures, open_capture
-from engine.checkpoint import save_checkpoint
-from engine.evaluate import (CaptureEvaluation, correspondence_error, evaluate_capture, evaluate_dataset,
-                             markdown_table, neutral_baseline, region_errors, summarise, texture_errors,
-                             uv_region_masks, write_report)
+from engine.io.capture_reader import list_captures, open_capture
+from engine.io.checkpoint import save_checkpoint
+from engine.evaluation.evaluate import (CaptureEvaluation, correspondence_error, evaluate_capture,
+                                        evaluate_dataset, markdown_table, neutral_baseline, region_errors,
+                                        summarise, texture_errors, uv_region_masks, write_report)
 from engine.facemodel import load_face_model
-from engine.inference import InferenceEngine
-from engine.meshio import load_neutral
+from engine.runtime.inference import InferenceEngine
+from engine.io.mesh import load_neutral
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
 from engine.synth.config import SynthConfig

@@ -54,7 +54,7 @@ def ground_truth(capture, to_arkit, expression_dim: int) -> tuple[np.ndarray | N
 def run(args) -> int:
     from app.commands.driving import default_threads, model_path, resolve_subject
     from app.commands.progress import tqdm_progress
-    from engine.capture import open_capture
+    from engine.io.capture_reader import open_capture
     from engine.output.arkit import ARKIT_NAMES
 
     if args.batch < 1 or (args.threads is not None and args.threads < 1):
@@ -68,7 +68,7 @@ def run(args) -> int:
         raise MiaError(f"--out {args.out}: cannot create its folder ({err.strerror or err})") from None
     capture = open_capture(args.capture)
     try:
-        from engine.inference import InferenceEngine
+        from engine.runtime.inference import InferenceEngine
         from engine.output.weights import WeightSource
         engine = InferenceEngine(checkpoint, threads=args.threads or default_threads())
         subject = resolve_subject(engine, args.subject or capture.meta.subject_id, args.capture)

@@ -4,7 +4,7 @@ Layout of a dataset folder:
     dataset.json                 the SynthConfig and the capture plan
     subjects/<id>/neutral.obj    the identity's neutral mesh on the model topology (mm)
     subjects/<id>/subject.json   identity parameters (seed, albedo, beard, ...)
-    captures/<id>_c<k>/          one HMC capture per (identity, capture) in engine.capture format
+    captures/<id>_c<k>/          one HMC capture per (identity, capture) in engine.io capture format
 
 Each capture is written through ``CaptureWriter`` (temp folder, renamed when complete), so an
 interrupted run leaves only whole captures and a rerun skips them.
@@ -20,10 +20,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from engine.capture import CameraCalib, CaptureMeta, CaptureWriter, TopologyRef, read_meta
+from engine.io.capture_reader import CameraCalib, CaptureMeta, CaptureWriter, TopologyRef, read_meta
 from engine.errors import CaptureError, ConfigError
 from engine.facemodel import FaceModel, load_face_model
-from engine.meshio import save_mesh
+from engine.io.mesh import save_mesh
 from engine.synth.config import AppearanceConfig, SynthConfig
 from engine.synth.ground_truth import IDENTITY_FIELD
 from engine.synth.headset import CAMERA_NAMES, Headset, make_headset, make_slop, session_poses

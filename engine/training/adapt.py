@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from engine.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.device import pick_device
 from engine.errors import CaptureError, CheckpointError, ConfigError
 from engine.mia.model import MIA

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.capture import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
+from engine.io.capture_reader import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
 from engine.errors import CaptureError, ConfigError, MeshError
-from engine.meshio import load_neutral
+from engine.io.mesh import load_neutral
 from engine.training.jitter import jitter_images
 from engine.render import PinholeCamera
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.io.checkpoint import load_checkpoint, save_checkpoint
 from engine.errors import CheckpointError, ConfigError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.model import MIA
@@ -166,7 +166,7 @@ class Trainer:
                           seed=cfg.seed)
 
     def _ps_captures(self, paths: list[Path]) -> list[Path]:
-        from engine.capture import read_meta
+        from engine.io.capture_reader import read_meta
         subjects = {p: read_meta(p).subject_id for p in paths}
         found = sorted(set(subjects.values()))
         subject = self.cfg.ps_subject or (found[0] if len(found) == 1 else None)

@@ -105,7 +105,7 @@ class CaptureSource:
     live = False
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from engine.capture import open_capture
+        from engine.io.capture_reader import open_capture
         self.capture = open_capture(path)
         meta = self.capture.meta
         self.path = Path(path)

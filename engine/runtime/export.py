@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import Checkpoint, load_checkpoint
+from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, MiaError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace

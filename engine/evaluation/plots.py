@@ -4,7 +4,7 @@ Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas ra
 so plotting touches no global backend state and is safe inside the Qt application and in threads.
 
 The figures take anything shaped like an evaluation result (``CaptureErrors``: per-region error
-curves, their baselines and a mean), so this module does not import engine/evaluate.py, which
+curves, their baselines and a mean), so this module does not import engine/evaluation/evaluate.py, which
 imports it to write its reports.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ Errors = dict[str, np.ndarray]  # region -> per-frame errors
 
 
 class CaptureErrors(Protocol):
-    """Per-frame errors of one capture, as engine.evaluate.CaptureEvaluation holds them."""
+    """Per-frame errors of one capture, as engine.evaluation.evaluate.CaptureEvaluation holds them."""
 
     capture: str
     subject: str

@@ -10,7 +10,7 @@ The cross-identity correspondence test (the paper's Sec. 4.3, measured here beca
 world knows the expression intents) drives subject j from subject i's images and compares with the
 mesh j makes for the same intents, next to driving j from j's own images of the same performance.
 
-Evaluation never imports the training loop; it runs models through engine.inference.
+Evaluation never imports the training loop; it runs models through engine.runtime.inference.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from engine.capture import Capture, list_captures, open_capture, read_meta
+from engine.io.capture_reader import Capture, list_captures, open_capture, read_meta
 from engine.errors import CaptureError, CheckpointError
 from engine.facemodel import load_face_model
-from engine.inference import DrivenSubject, InferenceEngine
-from engine.meshio import MESH_SUFFIXES
+from engine.runtime.inference import DrivenSubject, InferenceEngine
+from engine.io.mesh import MESH_SUFFIXES
 
 REGIONS = ("eyes", "mouth", "face")
 Progress = Callable[[int, int], None]
@@ -312,7 +312,7 @@ def _write_text(path: Path, text: str) -> None:
 def write_report(results: list[CaptureEvaluation], out_dir: str | os.PathLike, title: str = "MIA evaluation",
                  info: dict | None = None) -> dict[str, Path]:
     """results.json, report.md (the table) and PNG plots (per-frame curves, per-capture bars)."""
-    from engine import plots  # here, not at the top: matplotlib is only needed for reports
+    from engine.evaluation import plots  # here, not at the top: matplotlib is only needed for reports
     if not results:
         raise ValueError("write_report: no results to report")
     out = Path(out_dir)
