@@ -29,7 +29,8 @@ import torch
 from engine.avatar import (FRONTAL_VIEW, MM_PER_CM, AvatarAutoencoder, AvatarConfig, AvatarDecoder, avatar_path,
                            frame_texture, load_albedo, load_avatar, round_to_storage, save_avatar,
                            texture_renderer, uv_mask, view_vectors)
-from engine.io.capture_reader import CODE_DIM, list_captures, open_capture, read_meta
+from engine.io.capture_schema import CODE_DIM, read_meta
+from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import AvatarError, CaptureError
 from engine.facemodel import load_face_model
 from engine.io.mesh import load_mesh

@@ -18,7 +18,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from app.cli import main as cli_main
-from engine.io.capture_reader import list_captures, open_capture, read_meta
+from engine.io.capture_reader import list_captures, open_capture
+from engine.io.capture_schema import read_meta
 from engine.io.checkpoint import load_checkpoint
 from engine.training.dataset import (UNSEEN_WEIGHT, HMCDataset, find_captures, frame_cameras,
                                      neutral_path, split_frames)

@@ -27,7 +27,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from engine.io.capture_reader import Capture, list_captures, open_capture, read_meta
+from engine.io.capture_reader import Capture, list_captures, open_capture
+from engine.io.capture_schema import read_meta
 from engine.errors import CaptureError, CheckpointError
 from engine.facemodel import load_face_model
 from engine.runtime.inference import DrivenSubject, InferenceEngine

@@ -20,7 +20,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from engine.io.capture_reader import CameraCalib, CaptureMeta, CaptureWriter, TopologyRef, read_meta
+from engine.io.capture_schema import CameraCalib, CaptureMeta, TopologyRef, read_meta
+from engine.io.capture_writer import CaptureWriter
 from engine.errors import CaptureError, ConfigError
 from engine.facemodel import FaceModel, load_face_model
 from engine.io.mesh import save_mesh

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from engine.io.capture_reader import CameraCalib
+from engine.io.capture_schema import CameraCalib
 from engine.render import MeshRenderer, PinholeCamera
 
 VISIBILITY_TOLERANCE_MM = 1.5

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.io.capture_reader import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
+from engine.io.capture_schema import CODE_DIM, CaptureMeta, read_meta
+from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.io.mesh import load_neutral
 from engine.training.jitter import jitter_images

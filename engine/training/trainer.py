@@ -166,7 +166,7 @@ class Trainer:
                           seed=cfg.seed)
 
     def _ps_captures(self, paths: list[Path]) -> list[Path]:
-        from engine.io.capture_reader import read_meta
+        from engine.io.capture_schema import read_meta
         subjects = {p: read_meta(p).subject_id for p in paths}
         found = sorted(set(subjects.values()))
         subject = self.cfg.ps_subject or (found[0] if len(found) == 1 else None)
