@@ -20,7 +20,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from engine.io.capture_schema import CameraCalib, CaptureMeta, TopologyRef, read_meta
+from engine.camera import calib_from_camera
+from engine.io.capture_schema import CaptureMeta, TopologyRef, read_meta
 from engine.io.capture_writer import CaptureWriter
 from engine.errors import CaptureError, ConfigError
 from engine.facemodel import FaceModel, load_face_model
@@ -85,12 +86,6 @@ def capture_plan(cfg: SynthConfig) -> list[CaptureSpec]:
     return plan
 
 
-def calib(cam, name: str) -> CameraCalib:
-    return CameraCalib(name=name, width=cam.width, height=cam.height, fx=cam.fx, fy=cam.fy, cx=cam.cx, cy=cam.cy,
-                       dist=np.asarray(cam.dist, np.float64), R=np.asarray(cam.R, np.float64),
-                       t=np.asarray(cam.t, np.float64))
-
-
 def make_world(model: FaceModel, cfg: SynthConfig, ident: Identity, spec: CaptureSpec) -> tuple[HMCWorld, Headset]:
     headset = headset_for(spec.headset, cfg.seed, cfg)
     env_rng = np.random.default_rng([spec.environment_seed, 11])
@@ -120,7 +115,7 @@ def render_capture(out: Path, cfg: SynthConfig, spec: CaptureSpec, model: FaceMo
     meta = CaptureMeta(
         subject_id=ident.name, headset_id=headset.headset_id, session_id=spec.name, fps=cfg.fps,
         frame_count=spec.frames, image_size=[cfg.image_size, cfg.image_size],
-        cameras=[calib(c, n) for c, n in zip(headset.cameras_at(cfg.image_size), CAMERA_NAMES)],
+        cameras=[calib_from_camera(c, n) for c, n in zip(headset.cameras_at(cfg.image_size), CAMERA_NAMES)],
         storage=cfg.storage,
         provenance={"generator": GENERATOR, "seed": cfg.seed, "spec": spec.to_dict(),
                     "synth_config": cfg.to_dict(), "expression_names": model.expression_names,

@@ -33,7 +33,7 @@ from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.io.mesh import load_neutral
 from engine.training.jitter import jitter_images
-from engine.render import PinholeCamera
+from engine.camera import PinholeCamera, camera_from_calib
 
 SEEN_WEIGHT = 1.0
 UNSEEN_WEIGHT = 0.1
@@ -131,16 +131,7 @@ def face_topology(vertex_count: int, topology: dict) -> np.ndarray | None:
 
 def frame_cameras(meta: CaptureMeta, head_pose: np.ndarray | None, size: int) -> list[PinholeCamera]:
     """The three cameras that saw one frame, for `size` x `size` images: calibration o head pose."""
-    out = []
-    for c in meta.cameras:
-        cam = PinholeCamera(c.width, c.height, c.fx, c.fy, c.cx, c.cy, tuple(c.dist.tolist()),
-                            c.R.astype(np.float32), c.t.astype(np.float32)).scaled(size, size)
-        if head_pose is not None:
-            m = cam.mv @ np.asarray(head_pose, np.float32)
-            cam = PinholeCamera(size, size, cam.fx, cam.fy, cam.cx, cam.cy, cam.dist,
-                                m[:3, :3], m[:3, 3])
-        out.append(cam)
-    return out
+    return [camera_from_calib(c, head_pose, (size, size)) for c in meta.cameras]
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
