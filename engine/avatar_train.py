@@ -34,6 +34,7 @@ from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import AvatarError, CaptureError
 from engine.facemodel import load_face_model
 from engine.io.mesh import load_mesh
+from engine.io.atomic import atomic_open
 
 DEFAULT_STEPS = 600
 Progress = Callable[[int, int, str], None]
@@ -234,14 +235,8 @@ def train_avatar(subject_dir: str | os.PathLike, capture_paths: list[str | os.Pa
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
 
 
 def write_codes(avatar: AvatarDecoder, capture_paths: list[str | os.PathLike], albedo: np.ndarray | None = None,

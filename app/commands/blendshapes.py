@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import MiaError
+from engine.io.atomic import atomic_open
 
 GAZE_NAMES = ("leftEyeYaw", "leftEyePitch", "rightEyeYaw", "rightEyePitch")
 
@@ -108,22 +107,16 @@ def run(args) -> int:
 
 
 def write_csv(path: Path, header: list[str], rows: np.ndarray) -> None:
-    """Header + rows (frame as an integer, the rest to 6 decimals), via a temp file and os.replace."""
+    """Header + rows (frame as an integer, the rest to 6 decimals), written atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise MiaError(f"--out {path}: cannot write there ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with atomic_open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(header)
             for row in rows:
                 writer.writerow([str(int(row[0]))] + [f"{v:.6f}" for v in row[1:]])
-        os.replace(tmp, path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise MiaError(f"--out {path}: cannot write it ({err.strerror or err})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

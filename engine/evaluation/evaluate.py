@@ -33,6 +33,7 @@ from engine.errors import CaptureError, CheckpointError
 from engine.facemodel import load_face_model
 from engine.runtime.inference import DrivenSubject, InferenceEngine
 from engine.io.mesh import MESH_SUFFIXES
+from engine.io.atomic import write_text
 
 REGIONS = ("eyes", "mouth", "face")
 Progress = Callable[[int, int], None]
@@ -304,12 +305,6 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(results: list[CaptureEvaluation], out_dir: str | os.PathLike, title: str = "MIA evaluation",
                  info: dict | None = None) -> dict[str, Path]:
     """results.json, report.md (the table) and PNG plots (per-frame curves, per-capture bars)."""
@@ -321,13 +316,13 @@ def write_report(results: list[CaptureEvaluation], out_dir: str | os.PathLike, t
     files = {"json": out / "results.json", "markdown": out / "report.md"}
     payload = {"title": title, "info": info or {}, "summary": summarise(results),
                "captures": [r.to_dict() for r in results]}
-    _write_text(files["json"], json.dumps(payload, indent=1))
+    write_text(files["json"], json.dumps(payload, indent=1))
     notes = sorted({n for r in results for n in r.notes})
     text = f"# {title}\n\n{markdown_table(results)}\n\nShape errors: mean Euclidean vertex error (mm); " \
            "texture errors: mean absolute intensity error (0-255); overall: mean over captures ± std " \
            "across captures. Neutral baseline: always the neutral mesh (texture: the mean code).\n"
     text += "".join(f"\n- {n}" for n in notes)
-    _write_text(files["markdown"], text + "\n")
+    write_text(files["markdown"], text + "\n")
     for r in results:
         files[f"frames:{r.capture}"] = plots.plot_frame_errors(r, out / "plots" / f"{_safe_name(r.capture)}_frames.png")
     files["bars:shape"] = plots.plot_capture_bars(results, out / "plots" / "captures_shape.png", "shape")

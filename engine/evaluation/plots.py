@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from engine.io.atomic import atomic_path
 
 Errors = dict[str, np.ndarray]  # region -> per-frame errors
 
@@ -40,10 +41,9 @@ UNITS = {"shape": "error (mm)", "texture": "error (intensity 0-255)"}
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 

@@ -32,6 +32,7 @@ from engine.synth.headset import CAMERA_NAMES, Headset, make_headset, make_slop,
 from engine.synth.identity import Identity, albedo_texture, make_identity
 from engine.synth.performance import make_performance
 from engine.synth.world import HMCWorld, make_environment, make_sensor
+from engine.io.atomic import atomic_path, write_text
 
 GENERATOR = "mia-studio synth v1"
 Progress = Callable[[int, int, str], None]
@@ -141,14 +142,11 @@ def write_subject(folder: Path, model: FaceModel, ident: Identity) -> None:
     topo = model.topology
     save_mesh(folder / "neutral.obj", ident.neutral(model), topo.faces)
     albedo = np.round(albedo_texture(model, ident) * 65535).astype(np.uint16)
-    tmp_png = folder / ".albedo.tmp.png"
-    cv2.imwrite(str(tmp_png), albedo)
-    os.replace(tmp_png, folder / "albedo.png")
+    with atomic_path(folder / "albedo.png") as tmp_png:
+        cv2.imwrite(str(tmp_png), albedo)
     info = {"subject_id": ident.name, "seed": ident.seed, "skin_albedo": ident.skin_albedo,
             "beard": ident.beard, "brow_darkness": ident.brow_darkness, "topology": topo.describe()}
-    tmp = folder / ".subject.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, folder / "subject.json")
+    write_text(folder / "subject.json", json.dumps(info, indent=2))
 
 
 def capture_is_complete(path: Path, spec: CaptureSpec) -> bool:
@@ -187,9 +185,7 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
             raise ConfigError(f"{mpath}: this folder holds a dataset made with another configuration; "
                               "use a new folder or the same options to resume")
     else:
-        tmp = root / ".dataset.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, mpath)
+        write_text(mpath, json.dumps(manifest, indent=2))
     model = load_face_model()
     for i in sorted({s.identity for s in plan}):
         folder = root / "subjects" / f"id{i:03d}"
