@@ -435,13 +435,12 @@ class FrameWorker(QThread):
 
 
 def _device() -> str:
-    """MIA_STUDIO_DEVICE, else the GPU when torch sees one (one frame at a time is still faster)."""
+    """MIA_STUDIO_DEVICE, else the GPU when torch sees one (one frame at a time is still faster);
+    engine.device.pick_device applies the same rule as training."""
     import os
-    wanted = os.environ.get("MIA_STUDIO_DEVICE", "").strip()
-    if wanted:
-        return wanted
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+    from engine.device import pick_device
+    return str(pick_device(os.environ.get("MIA_STUDIO_DEVICE", "").strip() or "auto"))
 
 
 def _template_note(name: str | None) -> str:
@@ -472,9 +471,7 @@ def _region_masks(engine: Any) -> RegionMeans | None:
     try:
         from engine.facemodel import load_face_model
         fm = load_face_model()
-        if int(engine.checkpoint.topology["vertex_count"]) != fm.topology.vertex_count:
-            return None
-        return RegionMeans(fm.region_masks)
+        return RegionMeans(fm.region_masks) if fm.uses_topology(engine.checkpoint.topology) else None
     except Exception as err:
         LOG.warning("no region masks: %s", err)
         return None

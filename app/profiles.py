@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from app.paths import config_dir
-from engine.runtime.sources import CameraSettings, Roi, SourceError
+from engine.runtime.sources import CameraSettings, Roi
+from engine.errors import SourceError
 from engine.io.atomic import write_text
 
 DEFAULT_URLS = ("0", "1", "2")

@@ -29,5 +29,14 @@ class ConfigError(MiaError, ValueError):
     """A configuration file or value is invalid."""
 
 
+class SourceError(MiaError):
+    """A frame source cannot be opened or used as asked (bad spec, seeking a live feed, an unknown
+    synthetic subject, ...)."""
+
+
+class ExportError(MiaError, RuntimeError):
+    """An ONNX export could not be written or does not reproduce the checkpoint within tolerance."""
+
+
 class AvatarError(MiaError, ValueError):
     """A person-specific avatar (decoder D_i) is missing, corrupt, or does not fit its subject's data."""

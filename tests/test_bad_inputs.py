@@ -114,7 +114,8 @@ def test_a_binary_garbage_mesh_gets_a_mesh_error_not_an_import_error(tmp_path: P
 @pytest.mark.parametrize("url", ["/etc/passwd", "file:///etc/passwd", "concat:/a|/b", "pipe:0",
                                  "data:video/mjpeg;base64,AAAA", "../capture/cam0.mkv"])
 def test_a_camera_url_that_would_read_local_files_is_refused(url: str) -> None:
-    from engine.runtime.sources import CameraSettings, SourceError
+    from engine.runtime.sources import CameraSettings
+    from engine.errors import SourceError
     with pytest.raises(SourceError, match="expected a device index"):
         CameraSettings(url)
 

@@ -9,7 +9,8 @@ import torch
 
 from app.cli import main
 from engine.io.checkpoint import save_checkpoint
-from engine.runtime.export import ExportError, OnnxModel, export_onnx, file_sha256
+from engine.errors import ExportError
+from engine.runtime.export import OnnxModel, export_onnx, file_sha256
 from engine.facemodel import load_face_model
 from engine.runtime.inference import InferenceEngine
 from engine.mia.config import ModelConfig

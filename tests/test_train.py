@@ -21,8 +21,8 @@ from app.cli import main as cli_main
 from engine.io.capture_reader import list_captures, open_capture
 from engine.io.capture_schema import read_meta
 from engine.io.checkpoint import load_checkpoint
-from engine.training.dataset import (UNSEEN_WEIGHT, HMCDataset, find_captures, frame_cameras,
-                                     neutral_path, split_frames)
+from engine.training.dataset import UNSEEN_WEIGHT, HMCDataset, find_captures, frame_cameras, split_frames
+from engine.io.layout import neutral_path
 from engine.facemodel import load_face_model
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.mia.baseline_ps import PersonSpecificEncoder

@@ -54,7 +54,7 @@ def parse_host_port(text: str, option: str) -> tuple[str, int]:
 def _beside(capture_path: Path | None, name: str) -> Path | None:
     if capture_path is None:
         return None
-    from engine.evaluation.evaluate import subject_files
+    from engine.io.layout import subject_files
     return subject_files(capture_path, name)[0]
 
 

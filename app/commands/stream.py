@@ -121,7 +121,8 @@ def output_config(args) -> Any:
 def camera_settings(spec: dict[str, Any], args) -> list[Any]:
     """The three cameras: URLs from SOURCE (or the --headset profile for SOURCE 'headset'), then the
     profile's rotation/flip/crop, then --rotate/--flip/--roi over them. MiaError names a bad value."""
-    from engine.runtime.sources import ROTATIONS, CameraSettings, SourceError
+    from engine.runtime.sources import ROTATIONS, CameraSettings
+    from engine.errors import SourceError
     base = [CameraSettings(u) for u in spec["urls"]] if spec["urls"] else None
     if args.headset:
         from app.profiles import HeadsetProfiles

@@ -32,8 +32,9 @@ from engine.io.capture_schema import read_meta
 from engine.errors import CaptureError, CheckpointError
 from engine.facemodel import load_face_model
 from engine.runtime.inference import DrivenSubject, InferenceEngine
-from engine.io.mesh import MESH_SUFFIXES
+from engine.io.layout import subject_files
 from engine.io.atomic import write_text
+from engine.synth.identity import identity_index
 
 REGIONS = ("eyes", "mouth", "face")
 Progress = Callable[[int, int], None]
@@ -142,22 +143,10 @@ class CaptureEvaluation:
 def region_masks_for(engine: InferenceEngine) -> dict[str, np.ndarray]:
     """The face model's region masks, after checking the model was trained on the same topology."""
     fm = load_face_model()
-    if engine.checkpoint.topology["hash"] != fm.topology.hash:
+    if not fm.uses_topology(engine.checkpoint.topology):
         raise CheckpointError(f"{engine.checkpoint.path.name}: topology {engine.checkpoint.topology} is not the "
                               f"face model's {fm.topology.describe()}; region masks are defined on the latter")
     return fm.region_masks
-
-
-def subject_files(capture_path: str | os.PathLike, subject: str) -> tuple[Path | None, Path | None]:
-    """Neutral mesh and avatar folder of ``subject`` in the dataset holding a capture, if present.
-
-    A dataset keeps captures in ``<root>/captures/<name>`` and subjects in ``<root>/subjects/<id>``.
-    """
-    capture_path = Path(capture_path).resolve()
-    folder = capture_path.parent.parent / "subjects" / subject
-    neutral = next((folder / f"neutral{s}" for s in MESH_SUFFIXES if (folder / f"neutral{s}").exists()), None)
-    avatar = folder / "avatar"
-    return neutral, avatar if avatar.exists() else None
 
 
 def _engine(model: InferenceEngine | str | os.PathLike) -> InferenceEngine:
@@ -365,16 +354,6 @@ class CorrespondenceEvaluation:
                 "per_frame": {m: {r: v.tolist() for r, v in e.items()} for m, e in self.errors.items()}}
 
 
-def _identity_index(target: int | str) -> int:
-    """Synthetic identity index from an index or a subject name such as "id003"."""
-    if isinstance(target, (int, np.integer)) or str(target).isdigit():
-        return int(target)
-    match = re.fullmatch(r"id(\d+)", str(target))
-    if match is None:
-        raise ValueError(f"target {target!r} is not a synthetic identity (an index or a name like 'id003')")
-    return int(match.group(1))
-
-
 def _synthetic_source(cap: Capture) -> tuple[Any, Any]:
     """The SynthConfig and CaptureSpec that made a synthetic capture (from its provenance)."""
     from engine.synth.config import AppearanceConfig, SynthConfig
@@ -427,7 +406,7 @@ def correspondence_error(model: InferenceEngine | str | os.PathLike, source_capt
     engine = _engine(model)
     masks = dict(region_masks_for(engine))
     fm = load_face_model()
-    j = _identity_index(target)
+    j = identity_index(target)
     with open_capture(source_capture) as cap:
         cfg, spec = _synthetic_source(cap)
         frames = np.arange(0, len(cap), max(1, stride))

@@ -313,7 +313,8 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
 
     ``cache``: an .npz that keeps the result per capture, keyed by the backbone fingerprint (a rerun
     on the same model skips B)."""
-    from engine.io.capture_reader import open_capture, read_meta
+    from engine.io.capture_reader import open_capture
+    from engine.io.capture_schema import read_meta
     from engine.output.solver import BlendshapeSolver
     model = checkpoint.build_model()  # type: ignore[attr-defined]
     size = checkpoint.model_config.image_size  # type: ignore[attr-defined]
@@ -369,7 +370,7 @@ def _to_arkit() -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _dataset_neutral(path: Path, capture: object) -> np.ndarray:
-    from engine.training.dataset import neutral_path
+    from engine.io.layout import neutral_path
     from engine.io.mesh import guess_units, load_mesh
     file = neutral_path(path, capture.meta.subject_id)  # type: ignore[attr-defined]
     if not file.exists():

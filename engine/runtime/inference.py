@@ -205,7 +205,8 @@ class _PSRunner:
 
 class _OnnxRunner:
     def __init__(self, ckpt: Checkpoint, folder: str | os.PathLike | None, threads: int) -> None:
-        from engine.runtime.export import ExportError, OnnxModel, default_export_dir, export_onnx, file_sha256
+        from engine.errors import ExportError
+        from engine.runtime.export import OnnxModel, default_export_dir, export_onnx, file_sha256
         sha = file_sha256(ckpt.path)
         explicit = folder is not None
         folder = Path(folder) if explicit else default_export_dir(ckpt.path)

@@ -33,6 +33,7 @@ from engine.synth.identity import Identity, albedo_texture, make_identity
 from engine.synth.performance import make_performance
 from engine.synth.world import HMCWorld, make_environment, make_sensor
 from engine.io.atomic import atomic_path, write_text
+from engine.synth.identity import identity_name
 
 GENERATOR = "mia-studio synth v1"
 Progress = Callable[[int, int, str], None]
@@ -188,7 +189,7 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
         write_text(mpath, json.dumps(manifest, indent=2))
     model = load_face_model()
     for i in sorted({s.identity for s in plan}):
-        folder = root / "subjects" / f"id{i:03d}"
+        folder = root / "subjects" / identity_name(i)
         if not (folder / "subject.json").is_file():  # written last, atomically: the folder is whole
             write_subject(folder, model, make_identity(model, i, cfg.seed, cfg.identity))
     out = [root / "captures" / spec.name for spec in plan]

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from engine.io.capture_schema import CODE_DIM, CaptureMeta, read_meta
 from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import CaptureError, ConfigError, MeshError
+from engine.io.layout import neutral_path
 from engine.io.mesh import load_neutral
 from engine.training.jitter import jitter_images
 from engine.camera import PinholeCamera, camera_from_calib
@@ -101,11 +102,6 @@ def find_captures(source: str | os.PathLike | Sequence[str | os.PathLike],
     return paths
 
 
-def neutral_path(capture: Path, subject: str) -> Path:
-    """Where the dataset layout keeps a subject's neutral: <root>/subjects/<id>/neutral.obj."""
-    return capture.resolve().parent.parent / "subjects" / subject / "neutral.obj"
-
-
 def probe_topology(captures: Sequence[str | os.PathLike]) -> dict:
     """{"name", "vertex_count", "hash"} of the first capture, cheaply (capture.json or the header
     of meshes.npy), so the face topology can be picked before any frame is decoded."""
@@ -123,10 +119,8 @@ def probe_topology(captures: Sequence[str | os.PathLike]) -> dict:
 def face_topology(vertex_count: int, topology: dict) -> np.ndarray | None:
     """Triangles of the face model's topology when the data uses it (for W_S checks, re-rendering)."""
     from engine.facemodel import load_face_model
-    topo = load_face_model().topology
-    if topo.vertex_count == vertex_count and topology.get("hash", topo.hash) in (topo.hash, ""):
-        return topo.faces
-    return None
+    fm = load_face_model()
+    return fm.topology.faces if fm.uses_topology({**topology, "vertex_count": vertex_count}) else None
 
 
 def frame_cameras(meta: CaptureMeta, head_pose: np.ndarray | None, size: int) -> list[PinholeCamera]:

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from engine.mia.model import MIA
 from engine.training.config import TrainConfig
-from engine.training.dataset import HMCDataset, neutral_path
+from engine.io.layout import avatar_folder, subjects_dir
+from engine.training.dataset import HMCDataset
 from engine.training.losses import LossTerms, shape_loss, texture_loss
 
 TextureDecoder = Callable[[Tensor, Tensor], Tensor]
@@ -69,13 +70,13 @@ class AvatarTexture(nn.Module):
 
 def dataset_avatars(dataset: HMCDataset) -> dict[str, AvatarTexture]:
     """Texture decoders of the dataset's coded subjects that have ``subjects/<id>/avatar/avatar.pt``."""
-    from engine.avatar import avatar_path, load_avatar
+    from engine.avatar import load_avatar
     out = {}
     for c in dataset.captures:
         if c.subject in out or dataset.subject_codes(c.subject) is None:
             continue
-        folder = neutral_path(c.path, c.subject).parent
-        if avatar_path(folder).exists():
+        folder = subjects_dir(c.path) / c.subject
+        if avatar_folder(folder) is not None:
             out[c.subject] = AvatarTexture(load_avatar(folder))
     return out
 
