@@ -33,6 +33,7 @@ import numpy as np
 from engine.synth.config import AppearanceConfig
 from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset
 from engine.synth.worlds import TEST_SEED, test_world, training_world
+from engine.io.atomic import write_text
 
 WIDER_TEST_SEED = TEST_SEED + 100
 
@@ -301,7 +302,5 @@ def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None
     fit_head(cfg, checkpoint, log, bar)
     summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
     out = cfg.final_run / "eval" / "summary.json"
-    tmp = out.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out)
+    write_text(out, json.dumps(summary, indent=1))
     return checkpoint, summary

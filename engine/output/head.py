@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.errors import MiaError
 from engine.output.arkit import ARKIT_COUNT, ARKIT_NAMES, GROUPS, TABLE
+from engine.io.atomic import atomic_path
 
 HEAD_KEY = "arkit_head"
 FORMAT = "mia-arkit-head"
@@ -354,9 +355,8 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
         if progress:
             progress(k + 1, len(captures), path.name)
     if cache is not None:
-        tmp = Path(cache).with_name(f".{Path(cache).name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, backbone=np.array(key), **store)
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, backbone=np.array(key), **store)
     if not e_all:
         raise HeadError(f"none of the {len(captures)} captures has ground-truth weights (blendshapes.npy or "
                         f"meshes.npy): " + "; ".join(skipped[:3]))
