@@ -8,8 +8,6 @@ viewer's picture for videos (GL lives there). Videos use codecs every OpenCV whe
 """
 from __future__ import annotations
 
-import io
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,8 @@ from PySide6.QtCore import QObject, Signal
 from app.worker_protocol import FrameBundle
 from app.logs import report
 from app.session import Session
+from engine.io.atomic import atomic_path
+from engine.io.mesh import write_obj, write_ply
 
 MESH_FORMATS = ("obj", "ply", "npz")
 VIDEO_FORMATS = ("mp4", "mkv", "avi")
@@ -46,37 +46,6 @@ class ExportRequest:
             raise ValueError(f"unknown export format {self.fmt!r}; expected one of {MESH_FORMATS + VIDEO_FORMATS}")
         if self.stop <= self.start:
             raise ValueError(f"empty frame range {self.start}..{self.stop - 1}")
-
-
-def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None,
-              texture_png: str | None = None) -> None:
-    """A plain OBJ (v, vt, f v/vt) with an optional material pointing at a texture PNG."""
-    out = io.StringIO()
-    out.write("# MIA Studio driven mesh (mm)\n")
-    if texture_png:
-        mtl = path.with_suffix(".mtl")
-        mtl.write_text(f"newmtl face\nKd 1 1 1\nmap_Kd {texture_png}\n")
-        out.write(f"mtllib {mtl.name}\nusemtl face\n")
-    np.savetxt(out, vertices, fmt="v %.4f %.4f %.4f")
-    f = np.asarray(faces) + 1
-    if uvs is not None:
-        np.savetxt(out, uvs, fmt="vt %.6f %.6f")
-        np.savetxt(out, np.repeat(f, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
-    else:
-        np.savetxt(out, f, fmt="f %d %d %d")
-    path.write_text(out.getvalue())
-
-
-def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """A binary little-endian PLY of one mesh."""
-    v = np.asarray(vertices, "<f4")
-    f = np.asarray(faces, "<i4")
-    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(v)}\nproperty float x\n"
-              f"property float y\nproperty float z\nelement face {len(f)}\n"
-              "property list uchar int vertex_indices\nend_header\n").encode()
-    tri = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    tri["n"], tri["i"] = 3, f
-    path.write_bytes(header + v.tobytes() + tri.tobytes())
 
 
 @dataclass
@@ -248,9 +217,8 @@ class SequenceExporter(QObject):
         for name, meshes in c.targets.items():
             if len(meshes) == len(c.meshes):
                 arrays[f"target_{name}"] = np.stack(meshes)
-        tmp = req.path.with_name(f".{req.path.stem}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, req.path)
+        with atomic_path(req.path) as tmp:
+            np.savez_compressed(tmp, **arrays)
 
     def _close_video(self) -> None:
         if self._video is not None:

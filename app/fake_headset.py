@@ -39,7 +39,7 @@ def pattern_frames(size: tuple[int, int] = (96, 96)) -> FrameFn:
 
 def capture_frames(path: str | Path) -> FrameFn:
     """Frames of a recorded capture, looped (all decoded up front: captures for demos are short)."""
-    from engine.capture import open_capture
+    from engine.io.capture_reader import open_capture
     with open_capture(path) as cap:
         frames = cap.load_all()
     return lambda cam, i: frames[i % len(frames), cam]

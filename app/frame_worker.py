@@ -28,7 +28,7 @@ from app.subjects import NeutralSource, SubjectSpec
 from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, OpenSource, Play, Quit, Refresh,
                                  ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
                                  Step, SubjectSet, TargetsSet, Wake)
-from engine.sources import FrameSource, SourceFrame, open_source
+from engine.runtime.sources import FrameSource, SourceFrame, open_source
 
 __all__ = ["FrameBundle", "FrameWorker"]  # FrameBundle lives in app/worker_protocol.py
 
@@ -190,7 +190,7 @@ class FrameWorker(QThread):
         self._apply_subject()
 
     def _load_model(self, command: LoadModel) -> None:
-        from engine.inference import InferenceEngine
+        from engine.runtime.inference import InferenceEngine
         path = command.path
         try:
             engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())
@@ -435,13 +435,12 @@ class FrameWorker(QThread):
 
 
 def _device() -> str:
-    """MIA_STUDIO_DEVICE, else the GPU when torch sees one (one frame at a time is still faster)."""
+    """MIA_STUDIO_DEVICE, else the GPU when torch sees one (one frame at a time is still faster);
+    engine.device.pick_device applies the same rule as training."""
     import os
-    wanted = os.environ.get("MIA_STUDIO_DEVICE", "").strip()
-    if wanted:
-        return wanted
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+    from engine.device import pick_device
+    return str(pick_device(os.environ.get("MIA_STUDIO_DEVICE", "").strip() or "auto"))
 
 
 def _template_note(name: str | None) -> str:
@@ -472,9 +471,7 @@ def _region_masks(engine: Any) -> RegionMeans | None:
     try:
         from engine.facemodel import load_face_model
         fm = load_face_model()
-        if int(engine.checkpoint.topology["vertex_count"]) != fm.topology.vertex_count:
-            return None
-        return RegionMeans(fm.region_masks)
+        return RegionMeans(fm.region_masks) if fm.uses_topology(engine.checkpoint.topology) else None
     except Exception as err:
         LOG.warning("no region masks: %s", err)
         return None

@@ -15,7 +15,7 @@ import numpy as np
 
 from app.worker_protocol import FrameBundle
 from app.session import ErrorHistory
-from engine.sources import CameraState
+from engine.runtime.sources import CameraState
 from widgets.error_plots import ErrorPlots
 from widgets.hmc_views import HMCViews
 from widgets.latency_plot import LatencyPlot

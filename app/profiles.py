@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 from app.paths import config_dir
-from engine.sources import CameraSettings, Roi, SourceError
+from engine.runtime.sources import CameraSettings, Roi
+from engine.errors import SourceError
+from engine.io.atomic import write_text
 
 DEFAULT_URLS = ("0", "1", "2")
 
@@ -76,6 +78,4 @@ class HeadsetProfiles:
 
     def _write(self) -> None:
         data = {name: {"cameras": [c.to_dict() for c in cams]} for name, cams in self._profiles.items()}
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(data, indent=2))

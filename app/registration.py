@@ -41,7 +41,7 @@ def show_result(panel: NeutralMeshPanel, result: Any) -> None:
 def show_saved_report(panel: NeutralMeshPanel, mesh_path: str) -> bool:
     """Show the report saved beside a registered neutral; clear the heat map when there is none."""
     from engine.errors import MeshError
-    from engine.meshio import load_mesh
+    from engine.io.mesh import load_mesh
     from engine.registration import load_report, report_path
     path = report_path(mesh_path)
     if not path.is_file():

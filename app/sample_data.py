@@ -40,9 +40,9 @@ def make_sample_data(root: str | os.PathLike, identities: int = 2, frames: int =
     shipped model has, for timing)."""
     import torch
 
-    from engine.checkpoint import save_checkpoint
+    from engine.io.checkpoint import save_checkpoint
     from engine.facemodel import load_face_model
-    from engine.meshio import load_mesh
+    from engine.io.mesh import load_mesh
     from engine.mia.config import ModelConfig
     from engine.mia.model import MIA
     from engine.synth.config import SynthConfig
@@ -74,7 +74,8 @@ def _write_avatar(subject_dir: Path, name: str, neutral: np.ndarray, latent_dim:
     """An untrained small avatar decoder D_i: enough to exercise the textured path."""
     import torch
 
-    from engine.avatar import AvatarAutoencoder, AvatarConfig, avatar_path, save_avatar
+    from engine.avatar import AvatarAutoencoder, AvatarConfig, save_avatar
+    from engine.io.layout import avatar_path
     from engine.facemodel import load_face_model
 
     cfg = AvatarConfig(latent_dim=latent_dim, texture_size=64, geometry=False, width=8, max_width=16)

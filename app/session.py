@@ -26,12 +26,13 @@ from app.frame_worker import FrameWorker
 from app.logs import report
 from app.paths import SUBJECTS
 from app.profiles import HeadsetProfiles
-from app.subjects import NeutralSource, SubjectCatalog, SubjectSpec, dataset_subjects_dir, mesh_subject_name, \
+from app.subjects import NeutralSource, SubjectCatalog, SubjectSpec, mesh_subject_name, \
     sibling_avatar
 from app.worker_protocol import (FrameBundle, LoadModel, OpenSource, Play, ResolveSubject, Seek, SetLoop, SetPaced, SetRois,
                                  SetSpeed, SetSubject, SetTargets, SourceOpened, Step, SubjectSet, TargetsSet)
-from engine.errors import MeshError
-from engine.sources import SourceError, SyntheticSource
+from engine.errors import MeshError, SourceError
+from engine.runtime.sources import SyntheticSource
+from engine.io.layout import subjects_dir
 
 LIVE_CURVE_FRAMES = 1800  # live error curves keep the last minute at 30 fps
 REGIONS = ("eyes", "mouth", "face")
@@ -173,7 +174,7 @@ class Session(QObject):
                 return
             profile = self.profiles.get(name)
         if spec.get("kind") == "capture" and spec.get("path"):
-            self.catalog.add_root(dataset_subjects_dir(spec["path"]))
+            self.catalog.add_root(subjects_dir(spec["path"]))
             self.subjects_changed.emit(self.catalog.names())
         self.worker.post(OpenSource(spec, profile, self._next_request()))
 
@@ -191,7 +192,7 @@ class Session(QObject):
     def load_neutral(self, path: str) -> NeutralCheck:
         """Check a neutral mesh file against the model topology; when it fits, drive it (shape only,
         or textured when the model has the subject's F_i and an avatar sits beside the mesh)."""
-        from engine.meshio import load_neutral
+        from engine.io.mesh import load_neutral
         path = str(path)
         topo = self.topology
         if topo is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.meshio import MESH_SUFFIXES
+from engine.io.layout import avatar_folder, neutral_file
 
 
 class NeutralSource(Enum):
@@ -39,19 +39,6 @@ class SubjectSpec:
     avatar: str | None
     origin: str  # where the neutral comes from, in the user's words
     source: NeutralSource = NeutralSource.FOLDER
-
-
-def _neutral_file(folder: Path) -> Path | None:
-    return next((folder / f"neutral{s}" for s in MESH_SUFFIXES if (folder / f"neutral{s}").is_file()), None)
-
-
-def _avatar_dir(folder: Path) -> Path | None:
-    return folder / "avatar" if (folder / "avatar" / "avatar.pt").is_file() else None
-
-
-def dataset_subjects_dir(capture_path: str | Path) -> Path:
-    """``<dataset>/subjects`` for a capture stored as ``<dataset>/captures/<name>``."""
-    return Path(capture_path).resolve().parent.parent / "subjects"
 
 
 class SubjectCatalog:
@@ -89,17 +76,17 @@ class SubjectCatalog:
         with self._lock:
             found = list(self._model_subjects) + list(self._loaded)
             for root in self._roots:
-                found += sorted(p.name for p in root.iterdir() if p.is_dir() and _neutral_file(p))
+                found += sorted(p.name for p in root.iterdir() if p.is_dir() and neutral_file(p))
         return list(dict.fromkeys(found))
 
     def folder(self, name: str) -> Path | None:
         with self._lock:
-            return next((r / name for r in self._roots if _neutral_file(r / name)), None)
+            return next((r / name for r in self._roots if neutral_file(r / name)), None)
 
     def resolve(self, name: str, textured: bool = True) -> SubjectSpec | None:
         """Where to get ``name``'s neutral and avatar; None when no neutral is known anywhere."""
         folder = self.folder(name)
-        avatar = _avatar_dir(folder) if folder else None
+        avatar = avatar_folder(folder) if folder else None
         with self._lock:
             loaded = self._loaded.get(name)
             in_model = name in self._model_subjects
@@ -110,7 +97,7 @@ class SubjectCatalog:
         elif in_model:
             spec = SubjectSpec(name, None, None, "the model checkpoint", NeutralSource.MODEL)
         elif folder is not None:
-            mesh_file = _neutral_file(folder)
+            mesh_file = neutral_file(folder)
             spec = SubjectSpec(name, str(mesh_file), None, f"{folder}", NeutralSource.FOLDER)
         else:
             return None
@@ -120,7 +107,7 @@ class SubjectCatalog:
 
 def sibling_avatar(mesh_file: str | Path) -> str | None:
     """The avatar folder next to a neutral mesh (``<subject>/avatar``), if there is one."""
-    folder = _avatar_dir(Path(mesh_file).resolve().parent)
+    folder = avatar_folder(Path(mesh_file).resolve().parent)
     return None if folder is None else str(folder)
 
 

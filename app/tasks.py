@@ -39,9 +39,9 @@ class EvaluationResult:
 
 def evaluate(ctx: TaskContext, model: str, capture: str, subject: str | None, neutral: Any,
              avatar: str | None, threads: int = 2) -> EvaluationResult:
-    """Region errors of every frame of ``capture`` (engine.evaluate.evaluate_capture)."""
-    from engine.evaluate import evaluate_capture
-    from engine.inference import InferenceEngine
+    """Region errors of every frame of ``capture`` (engine.evaluation.evaluate.evaluate_capture)."""
+    from engine.evaluation.evaluate import evaluate_capture
+    from engine.runtime.inference import InferenceEngine
     ctx.progress(0, 0, "loading the model…")
     engine = InferenceEngine(model, threads=threads)
     result = evaluate_capture(engine, capture, neutral=neutral, avatar=avatar, subject=subject, batch_size=16,
@@ -52,11 +52,11 @@ def evaluate(ctx: TaskContext, model: str, capture: str, subject: str | None, ne
 
 def adapt_subject(ctx: TaskContext, model: str, data: str, subject: str, out: str, steps: int,
                   neutral_file: str | None = None) -> Path:
-    """Train only F_new for ``subject`` (engine.adapt); writes the checkpoint ``out``."""
-    from engine.adapt import AdaptConfig, adapt
+    """Train only F_new for ``subject`` (engine.training.adapt); writes the checkpoint ``out``."""
+    from engine.training.adapt import AdaptConfig, adapt
     neutral = None
     if neutral_file:
-        from engine.meshio import guess_units, load_mesh
+        from engine.io.mesh import guess_units, load_mesh
         verts, _ = load_mesh(neutral_file)
         neutral = verts * guess_units(verts)[1]
     ctx.progress(0, steps, "reading the subject's captures…")
@@ -67,8 +67,8 @@ def adapt_subject(ctx: TaskContext, model: str, data: str, subject: str, out: st
 
 
 def export_onnx(ctx: TaskContext, model: str, out: str) -> dict:
-    """ONNX export of B+G and every F_i, checked against torch (engine.export)."""
-    from engine.export import export_onnx as export
+    """ONNX export of B+G and every F_i, checked against torch (engine.runtime.export)."""
+    from engine.runtime.export import export_onnx as export
     ctx.progress(0, 0, "exporting and checking against torch…")
     manifest = export(model, out)
     ctx.check()

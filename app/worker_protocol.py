@@ -13,7 +13,7 @@ from typing import Any, Union
 import numpy as np
 
 from app.subjects import SubjectSpec
-from engine.sources import CameraState, Images
+from engine.runtime.sources import CameraState, Images
 
 Roi = tuple[int, int, int, int]
 

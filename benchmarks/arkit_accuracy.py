@@ -28,9 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.capture import list_captures, open_capture  # noqa: E402
-from engine.inference import InferenceEngine  # noqa: E402
-from engine.meshio import guess_units, load_mesh  # noqa: E402
+from engine.io.capture_reader import list_captures, open_capture  # noqa: E402
+from engine.runtime.inference import InferenceEngine  # noqa: E402
+from engine.io.mesh import guess_units, load_mesh  # noqa: E402
 from engine.output.arkit import ARKIT_INDEX, ARKIT_NAMES, GROUPS, group_indices  # noqa: E402
 from engine.output.head import combine, head_status  # noqa: E402
 from engine.output.solver import BlendshapeSolver, SolverConfig  # noqa: E402

@@ -22,9 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.capture import open_capture  # noqa: E402
+from engine.io.capture_reader import open_capture  # noqa: E402
 from engine.facemodel import load_face_model  # noqa: E402
-from engine.mia.augment import AugmentConfig, Augmenter, camera_from_calib  # noqa: E402
+from engine.training.augment import AugmentConfig, Augmenter  # noqa: E402
+from engine.camera import camera_from_calib  # noqa: E402
 from engine.synth.config import SynthConfig  # noqa: E402
 from engine.synth.generate import generate_dataset  # noqa: E402
 

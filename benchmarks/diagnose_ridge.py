@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def load(root: Path, px: int):
-    from engine.capture import list_captures, open_capture
-    from engine.meshio import load_neutral
+    from engine.io.capture_reader import list_captures, open_capture
+    from engine.io.mesh import load_neutral
     X, Y, S, C, F = [], [], [], [], []
     for p in list_captures(root):
         with open_capture(p) as cap:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 def shaded(renderer, mesh: np.ndarray, size: int = 256) -> np.ndarray:
     """The mesh from a frontal camera 450 mm away, lit from the camera."""
-    from engine.render import PinholeCamera
+    from engine.camera import PinholeCamera
     R = np.diag([-1.0, -1.0, 1.0]).astype(np.float32) @ np.diag([-1.0, 1.0, -1.0]).astype(np.float32)
     centre = np.array([0.0, 5.0, 0.0], np.float32)
     t = -R @ (centre + np.array([0.0, 0.0, 450.0], np.float32))
@@ -58,11 +58,11 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from engine.capture import open_capture
-    from engine.evaluate import region_errors
+    from engine.io.capture_reader import open_capture
+    from engine.evaluation.evaluate import region_errors
     from engine.facemodel import load_face_model
-    from engine.inference import InferenceEngine
-    from engine.meshio import load_mesh
+    from engine.runtime.inference import InferenceEngine
+    from engine.io.mesh import load_mesh
     from engine.render import MeshRenderer
 
     engine = InferenceEngine(args.model)

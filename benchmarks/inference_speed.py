@@ -24,9 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from engine.export import OnnxModel, ShapeGraph, export_onnx  # noqa: E402
-from engine.inference import InferenceEngine  # noqa: E402
+from engine.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from engine.runtime.export import OnnxModel, ShapeGraph, export_onnx  # noqa: E402
+from engine.runtime.inference import InferenceEngine  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "resources" / "default_model.pt"
 TARGET_MS = 5.0

@@ -31,7 +31,7 @@ def fmt(values: dict) -> str:
 
 
 def table1(engine, heldout: Path) -> tuple[list[str], dict]:
-    from engine.evaluate import evaluate_dataset
+    from engine.evaluation.evaluate import evaluate_dataset
     results = evaluate_dataset(engine, heldout)
     by_subject: dict[str, list] = {}
     for r in results:
@@ -52,7 +52,8 @@ def table1(engine, heldout: Path) -> tuple[list[str], dict]:
 
 def train_ps(root: Path, subject: str, steps: int) -> Path:
     from engine.mia.config import ModelConfig
-    from engine.train import TrainConfig, train
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import train
     out = root / "run_ps"
     cfg = TrainConfig(kind="ps", ps_subject=subject, subjects=[subject], steps=steps, batch_size=32,
                       augment={"probability": 0.35}, checkpoint_every=500, log_every=50,
@@ -62,7 +63,7 @@ def train_ps(root: Path, subject: str, steps: int) -> Path:
 
 
 def table2(engine, ps_engine, newcaps: Path, ps_subject: str) -> tuple[list[str], dict]:
-    from engine.evaluate import evaluate_capture
+    from engine.evaluation.evaluate import evaluate_capture
     from engine.recipe import NEW_HEADSET, NEW_SESSION
     lines = ["| Subject | Capture | Method | Eyes | Mouth | Face | Neutral face | Face ratio |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -89,7 +90,7 @@ def table2(engine, ps_engine, newcaps: Path, ps_subject: str) -> tuple[list[str]
 
 
 def correspondence(engine, heldout: Path, pairs: list[tuple[str, str]]) -> tuple[list[str], list[float]]:
-    from engine.evaluate import correspondence_error
+    from engine.evaluation.evaluate import correspondence_error
     lines = ["| Source -> target | cross face | self face | cross/self | neutral face |",
              "|---|---:|---:|---:|---:|"]
     ratios = []
@@ -110,7 +111,7 @@ def main() -> None:
     ap.add_argument("--ps-steps", type=int, default=1500)
     ap.add_argument("--out", type=Path, help="also write the tables and numbers here (.md and .json)")
     args = ap.parse_args()
-    from engine.inference import InferenceEngine
+    from engine.runtime.inference import InferenceEngine
     from engine.recipe import RecipeConfig
     engine = InferenceEngine(args.checkpoint or RecipeConfig(root=str(args.root)).final_run / "last.pt")
     out: list[str] = []

@@ -130,7 +130,8 @@ def build_data(work: Path, s: Scale) -> Path:
 
 def _train_job(args: tuple) -> str:
     name, work, data, cfg_dict = args
-    from engine.train import TrainConfig, train
+    from engine.training.config import TrainConfig
+    from engine.training.trainer import train
     out = Path(work) / "models" / name
     if (out / "done").exists():
         return str(out / "last.pt")
@@ -147,7 +148,7 @@ MAIN_MODELS = ("mia_K_aug", "mia_K_noaug", "mia_1_aug", "ps_id000")
 
 def train_models(work: Path, data: Path, s: Scale, part: str = "all") -> dict[str, Path]:
     from engine.mia.config import ModelConfig
-    from engine.train import TrainConfig
+    from engine.training.config import TrainConfig
     names = ids(s)
     model = ModelConfig(image_size=s.size, shape_hidden=s.shape_hidden)
     base = TrainConfig(steps=s.steps, batch_size=s.batch, num_workers=s.workers, checkpoint_every=max(200, s.steps // 4),
@@ -183,14 +184,14 @@ def train_models(work: Path, data: Path, s: Scale, part: str = "all") -> dict[st
 
 
 def adapt_new(work: Path, data: Path, s: Scale, base_ckpt: Path) -> dict[str, Path]:
-    from engine.adapt import AdaptConfig, adapt
+    from engine.training.adapt import AdaptConfig, adapt
     out = {}
     ckpt = base_ckpt
     for sub in ids(s)["new"]:
         path = work / "models" / f"mia_K_aug+{sub}.pt"
         if not path.exists():
             from engine.avatar import load_avatar
-            from engine.train import AvatarTexture
+            from engine.training.routing import AvatarTexture
             adapt(ckpt, [data / "captures" / f"{sub}_c00"], sub, path,
                   AdaptConfig(steps=s.adapt_steps, batch_size=s.batch, augment={"probability": s.aug_probability}),
                   texture_decoder=AvatarTexture(load_avatar(data / "subjects" / sub)), show_bar=False)
@@ -201,7 +202,7 @@ def adapt_new(work: Path, data: Path, s: Scale, base_ckpt: Path) -> dict[str, Pa
 
 # ----- evaluation -----------------------------------------------------------------------------
 def evaluate(ckpt: Path, capture: Path, subject: str | None = None) -> dict:
-    from engine.evaluate import evaluate_capture
+    from engine.evaluation.evaluate import evaluate_capture
     r = evaluate_capture(ckpt, capture, subject=subject, stride=1)
     return {"shape": r.mean("shape"), "baseline": r.mean("baseline"),
             "texture": r.mean("texture") if r.texture else None,
@@ -257,7 +258,7 @@ def run(work: Path, s: Scale, out_md: Path, scale_name: str, part: str = "all",
                 fig9[str(k)] = mean_std([evaluate(m, cap(f"{sub}_c00")) for sub in names["untrained"]], "shape")
         res["tables"]["fig9"] = fig9
         log("correspondence")
-        from engine.evaluate import correspondence_error
+        from engine.evaluation.evaluate import correspondence_error
         src = names["untrained"][0]
         corr = [correspondence_error(models["mia_K_aug"], cap(f"{src}_c00"), tgt, control="render").to_dict()
                 for tgt in names["untrained"][1:] + names["train"][1:3]]
@@ -271,7 +272,7 @@ def run(work: Path, s: Scale, out_md: Path, scale_name: str, part: str = "all",
 
 
 def write_markdown(res: dict, s: Scale, work: Path, out_md: Path) -> None:
-    from engine import plots  # noqa: F401  (Agg backend)
+    from engine.evaluation import plots  # noqa: F401  (Agg backend)
     T = res["tables"]
     L = [f"# Synthetic benchmark results (scale `{res['scale_name']}`)", "",
          f"K = {s.train_ids} training identities, {s.frames} frames per capture at {s.size} px, "

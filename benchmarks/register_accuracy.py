@@ -64,9 +64,9 @@ def accuracy(identities: int, kinds: list[str] | None = None) -> None:
 
 
 def driven() -> None:
-    from engine.evaluate import evaluate_capture
-    from engine.inference import InferenceEngine
-    from engine.meshio import load_mesh
+    from engine.evaluation.evaluate import evaluate_capture
+    from engine.runtime.inference import InferenceEngine
+    from engine.io.mesh import load_mesh
     from engine.facemodel import RESOURCES
     model = load_face_model()
     truth, _ = load_mesh(RESOURCES / "subjects" / "id001" / "neutral.obj")

@@ -1,4 +1,4 @@
-"""Memory of a long stream: RSS growth over 5,000 frames through engine.inference (target < 50 MB).
+"""Memory of a long stream: RSS growth over 5,000 frames through engine.runtime.inference (target < 50 MB).
 
 A demo or a live session runs for hours; anything kept per frame (latency histories, frame
 caches, autograd graphs, decoded video buffers) shows up here as growth. The stream is the shipped
@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.inference import InferenceEngine  # noqa: E402
-from engine.sources import CaptureSource  # noqa: E402
+from engine.runtime.inference import InferenceEngine  # noqa: E402
+from engine.runtime.sources import CaptureSource  # noqa: E402
 
 LIMIT_MB = 50.0
 WARMUP = 200

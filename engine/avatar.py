@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import atomic_torch_save, check_finite, safe_torch_load
+from engine.io.checkpoint import atomic_torch_save, check_finite, safe_torch_load
+from engine.io.layout import AVATAR_DIR, AVATAR_FILE
 from engine.errors import AvatarError
 from engine.facemodel import FaceModel, load_face_model
 from engine.render import MeshRenderer
 
 FORMAT = "mia-avatar"
 VERSION = 1
-AVATAR_DIR = "avatar"
-AVATAR_FILE = "avatar.pt"
 MM_PER_CM = 10.0
 MIN_RELATIVE_SPREAD = 1e-3  # geometry PCA components spreading less than this x the first are dropped
 FRONTAL_VIEW = np.array([0.0, 0.0, 1.0], np.float32)  # head coordinates: +z points out of the face
@@ -260,10 +259,6 @@ class AvatarAutoencoder(nn.Module):
 
 
 # --------------------------------------------------------------------------- the avatar file
-
-def avatar_path(subject_dir: str | os.PathLike) -> Path:
-    return Path(subject_dir) / AVATAR_DIR / AVATAR_FILE
-
 
 def save_avatar(path: str | os.PathLike, model: AvatarAutoencoder, *, subject_id: str, neutral: np.ndarray,
                 mask: np.ndarray, topology: dict, provenance: dict | None = None) -> Path:

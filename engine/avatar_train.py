@@ -26,13 +26,16 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from engine.avatar import (FRONTAL_VIEW, MM_PER_CM, AvatarAutoencoder, AvatarConfig, AvatarDecoder, avatar_path,
+from engine.avatar import (FRONTAL_VIEW, MM_PER_CM, AvatarAutoencoder, AvatarConfig, AvatarDecoder,
                            frame_texture, load_albedo, load_avatar, round_to_storage, save_avatar,
                            texture_renderer, uv_mask, view_vectors)
-from engine.capture import CODE_DIM, list_captures, open_capture, read_meta
+from engine.io.capture_schema import CODE_DIM, read_meta
+from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import AvatarError, CaptureError
 from engine.facemodel import load_face_model
-from engine.meshio import load_mesh
+from engine.io.mesh import load_mesh
+from engine.io.atomic import atomic_open
+from engine.io.layout import SUBJECTS_DIR, avatar_path, neutral_file
 
 DEFAULT_STEPS = 600
 Progress = Callable[[int, int, str], None]
@@ -93,7 +96,10 @@ def read_subject(subject_dir: Path) -> tuple[str, np.ndarray]:
         subject_id = json.loads(info_file.read_text())["subject_id"] if info_file.exists() else subject_dir.name
     except (ValueError, KeyError) as err:
         raise AvatarError(f"{info_file}: not a valid subject file ({err})") from err
-    neutral, _ = load_mesh(subject_dir / "neutral.obj")
+    neutral_mesh = neutral_file(subject_dir)
+    if neutral_mesh is None:
+        raise AvatarError(f"{subject_dir}: no neutral mesh (expected neutral.obj or another mesh format)")
+    neutral, _ = load_mesh(neutral_mesh)
     v = load_face_model().topology.vertex_count
     if neutral.shape[0] != v:
         raise AvatarError(f"{subject_dir / 'neutral.obj'}: {neutral.shape[0]} vertices, but the face model's "
@@ -233,14 +239,8 @@ def train_avatar(subject_dir: str | os.PathLike, capture_paths: list[str | os.Pa
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
 
 
 def write_codes(avatar: AvatarDecoder, capture_paths: list[str | os.PathLike], albedo: np.ndarray | None = None,
@@ -291,7 +291,7 @@ def _existing(subject_dir: Path, cfg: AvatarConfig) -> AvatarDecoder | None:
 def subject_captures(dataset_root: str | os.PathLike) -> dict[Path, list[Path]]:
     """Subject folders of a dataset and the captures of each (by the captures' subject id)."""
     root = Path(dataset_root)
-    subjects = sorted(p for p in (root / "subjects").glob("*") if (p / "neutral.obj").exists())
+    subjects = sorted(p for p in (root / SUBJECTS_DIR).glob("*") if neutral_file(p) is not None)
     if not subjects:
         raise AvatarError(f"{root}: no subjects/<id>/neutral.obj found; expected a dataset made by `mia synth`")
     by_id: dict[str, list[Path]] = {}

@@ -10,7 +10,7 @@ class MiaError(Exception):
 
 
 class CaptureError(MiaError, ValueError):
-    """An HMC capture folder (see engine/capture.py) is missing, malformed or inconsistent."""
+    """An HMC capture folder (see engine/io/) is missing, malformed or inconsistent."""
 
 
 class MeshError(MiaError, ValueError):
@@ -27,6 +27,15 @@ class CheckpointError(MiaError, ValueError):
 
 class ConfigError(MiaError, ValueError):
     """A configuration file or value is invalid."""
+
+
+class SourceError(MiaError):
+    """A frame source cannot be opened or used as asked (bad spec, seeking a live feed, an unknown
+    synthetic subject, ...)."""
+
+
+class ExportError(MiaError, RuntimeError):
+    """An ONNX export could not be written or does not reproduce the checkpoint within tolerance."""
 
 
 class AvatarError(MiaError, ValueError):

@@ -186,6 +186,13 @@ class FaceModel:
         idx = [i for i, n in enumerate(self.expression_names) if n.startswith(prefixes)]
         return np.linalg.norm(self.expression_modes[idx], axis=2).max(0)
 
+    def uses_topology(self, topology: dict) -> bool:
+        """Whether meshes of `topology` ({"vertex_count", "hash"}: a checkpoint's or a capture's) are in
+        this model's topology, so its faces and region masks apply to them. An unknown (empty or
+        absent) hash is matched by the vertex count alone."""
+        return (int(topology.get("vertex_count", -1)) == self.topology.vertex_count
+                and topology.get("hash", "") in (self.topology.hash, ""))
+
     @cached_property
     def region_masks(self) -> dict[str, np.ndarray]:
         """Boolean (V,) masks over the model topology for 'eyes', 'mouth' and 'face' (see module doc)."""

@@ -33,6 +33,7 @@ import numpy as np
 from engine.synth.config import AppearanceConfig
 from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset
 from engine.synth.worlds import TEST_SEED, test_world, training_world
+from engine.io.atomic import write_text
 
 WIDER_TEST_SEED = TEST_SEED + 100
 
@@ -191,7 +192,7 @@ def make_avatars(cfg: RecipeConfig, log: Log, progress=None) -> None:
 def train_config(cfg: RecipeConfig):
     """The TrainConfig of the shipped model (defaults of ModelConfig at the recipe's image size)."""
     from engine.mia.config import ModelConfig
-    from engine.train import TrainConfig
+    from engine.training.config import TrainConfig
     options = {**cfg.train, "steps": cfg.steps, "batch_size": cfg.batch_size,
                "out_dir": str(cfg.paths["run"]), "model": ModelConfig(**{"image_size": cfg.size, **cfg.model})}
     return TrainConfig.from_dict(options)
@@ -200,7 +201,7 @@ def train_config(cfg: RecipeConfig):
 def finished_run(run: Path, steps: int) -> bool:
     """True when run/last.pt has reached `steps`: the stage is skipped without loading its data
     (tens of thousands of frames, minutes here)."""
-    from engine.checkpoint import load_checkpoint
+    from engine.io.checkpoint import load_checkpoint
     last = run / "last.pt"
     if not last.is_file():
         return False
@@ -210,7 +211,7 @@ def finished_run(run: Path, steps: int) -> bool:
 
 def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
     """Stage 1: train MIA on the first block, continuing the run folder's checkpoint if there is one."""
-    from engine.train import train
+    from engine.training.trainer import train
     run = cfg.paths["run"]
     if finished_run(run, cfg.steps):
         log(f"train: {run / 'last.pt'} has its {cfg.steps} steps (resuming: nothing to do)")
@@ -223,7 +224,7 @@ def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_ba
 
 def block_train_config(cfg: RecipeConfig, block: BlockConfig, start: Path):
     """A block's TrainConfig: the previous stage's weights, a fresh optimiser and its own schedule."""
-    from engine.train import TrainConfig
+    from engine.training.config import TrainConfig
     options = {**train_config(cfg).to_dict(), "steps": block.steps, "lr": block.lr,
                "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths[f"run_{block.name}"])}
     return TrainConfig.from_dict(options)
@@ -233,8 +234,8 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
                       cancel=None, show_bar: bool = True) -> Path:
     """Fine-tune the previous stage's model on stage 1's block and every further block up to
     and including `block`."""
-    from engine.data import find_captures
-    from engine.train import train
+    from engine.training.dataset import find_captures
+    from engine.training.trainer import train
     run = cfg.paths[f"run_{block.name}"]
     if finished_run(run, block.steps):
         log(f"train: {run / 'last.pt'} has its {block.steps} steps (resuming: nothing to do)")
@@ -253,8 +254,8 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
     """Held-out errors of `checkpoint`: untrained identities (heldout/) and new captures of
     trained identities (newcaps/), each with its neutral-mesh baseline; writes reports under out/."""
-    from engine.evaluate import evaluate_dataset, summarise, write_report
-    from engine.inference import InferenceEngine
+    from engine.evaluation.evaluate import evaluate_dataset, summarise, write_report
+    from engine.runtime.inference import InferenceEngine
     engine = InferenceEngine(checkpoint, threads=cfg.jobs)
     summary = {}
     for name in ("heldout", "heldout_wider", "newcaps"):
@@ -301,7 +302,5 @@ def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None
     fit_head(cfg, checkpoint, log, bar)
     summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
     out = cfg.final_run / "eval" / "summary.json"
-    tmp = out.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out)
+    write_text(out, json.dumps(summary, indent=1))
     return checkpoint, summary

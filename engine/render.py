@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+from engine.camera import PinholeCamera
 
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
@@ -114,48 +115,6 @@ void main() {
     color = vec4(a * (light.x * diff + light.y) + light.z * spec * vis, 1.0, 1.0, 1.0);
 }
 """
-
-
-@dataclass
-class PinholeCamera:
-    """Intrinsics (pixels), radial distortion and extrinsics (head mm -> camera mm, OpenCV axes)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    dist: tuple[float, float, float]
-    R: np.ndarray  # (3, 3)
-    t: np.ndarray  # (3,)
-
-    @property
-    def mv(self) -> np.ndarray:
-        m = np.eye(4, dtype=np.float32)
-        m[:3, :3] = self.R
-        m[:3, 3] = self.t
-        return m
-
-    def to_camera(self, verts: np.ndarray) -> np.ndarray:
-        return verts @ np.asarray(self.R, np.float32).T + np.asarray(self.t, np.float32)
-
-    def project(self, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Head-space points (N,3) -> pixel coordinates (N,2) and camera depth (N,), as the shader does."""
-        p = self.to_camera(verts)
-        z = np.maximum(p[:, 2], 1e-3)
-        xy = p[:, :2] / z[:, None]
-        r2 = (xy ** 2).sum(1, keepdims=True)
-        k1, k2, k3 = self.dist
-        d = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        px = xy * d * np.array([self.fx, self.fy], np.float32) + np.array([self.cx, self.cy], np.float32)
-        return px.astype(np.float32), p[:, 2]
-
-    def scaled(self, width: int, height: int) -> "PinholeCamera":
-        """The same camera with its image resampled to another size."""
-        sx, sy = width / self.width, height / self.height
-        return PinholeCamera(width, height, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
-                             self.dist, self.R, self.t)
 
 
 def vertex_normal_operator(faces: np.ndarray, n_verts: int) -> sp.csr_matrix:

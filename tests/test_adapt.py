@@ -1,4 +1,4 @@
-"""Adaptation to a new subject (engine/adapt.py, `mia adapt`; the paper's Table 3): only F_new
+"""Adaptation to a new subject (engine/training/adapt.py, `mia adapt`; the paper's Table 3): only F_new
 trains, B and G stay bit-identical, and meshes of another topology are refused clearly."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from app.cli import main as cli_main
-from engine.adapt import AdaptConfig, adapt, check_unchanged, shared_state
-from engine.checkpoint import load_checkpoint
+from engine.training.adapt import AdaptConfig, adapt, check_unchanged, shared_state
+from engine.io.checkpoint import load_checkpoint
 from engine.errors import CaptureError, CheckpointError, ConfigError
 from engine.mia.model import MIA
-from engine.train import train
+from engine.training.trainer import train
 from test_train import NO_AUG, coded_copy, tiny_cfg
 
 TRAINED = ("id000", "id001")

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.capture import open_capture
+from engine.io.capture_reader import open_capture
 from engine.facemodel import load_face_model
-from engine.mia.augment import (AugmentConfig, Augmenter, camera_from_calib, hole_caps, moved_camera,
-                                perturbed_cameras)
+from engine.training.augment import AugmentConfig, Augmenter, hole_caps, moved_camera, perturbed_cameras
+from engine.camera import camera_from_calib
 from engine.synth.config import SynthConfig
 from engine.synth.generate import capture_plan, generate_dataset, make_world
 from engine.synth.identity import make_identity

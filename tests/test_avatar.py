@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from app.cli import main as cli_main
-from engine.avatar import (FRONTAL_VIEW, AvatarConfig, avatar_path, frame_texture, load_albedo, load_avatar,
+from engine.avatar import (FRONTAL_VIEW, AvatarConfig, frame_texture, load_albedo, load_avatar,
                            texture_renderer, uv_mask, view_vectors)
+from engine.io.layout import avatar_path
 from engine.avatar_train import (AvatarTrainConfig, bake_frames, fit, subject_captures, train_avatar,
                                  train_dataset_avatars)
-from engine.capture import open_capture
+from engine.io.capture_reader import open_capture
 from engine.errors import AvatarError, MiaError
 from engine.facemodel import load_face_model
 from engine.synth.config import SynthConfig

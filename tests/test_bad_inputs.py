@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import atomic_torch_save, load_checkpoint
+from engine.io.checkpoint import atomic_torch_save, load_checkpoint
 from engine.errors import AvatarError, CheckpointError
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
@@ -31,7 +31,7 @@ class _Payload:
 
 
 def tiny_checkpoint(path: Path) -> Path:
-    from engine.checkpoint import save_checkpoint
+    from engine.io.checkpoint import save_checkpoint
     template = np.random.default_rng(0).normal(size=(V, 3)).astype(np.float32)
     model = MIA(ModelConfig.tiny(), torch.from_numpy(template))
     return save_checkpoint(path, model, topology={"name": "t", "vertex_count": V, "hash": "h"},
@@ -103,7 +103,7 @@ def test_an_orphaned_temp_file_of_a_killed_save_is_removed_by_the_next_save(tmp_
 
 def test_a_binary_garbage_mesh_gets_a_mesh_error_not_an_import_error(tmp_path: Path) -> None:
     from engine.errors import MeshError
-    from engine.meshio import load_mesh
+    from engine.io.mesh import load_mesh
     garbage = tmp_path / "scan.obj"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
     with pytest.raises(MeshError, match=str(garbage.name)) as info:
@@ -114,7 +114,8 @@ def test_a_binary_garbage_mesh_gets_a_mesh_error_not_an_import_error(tmp_path: P
 @pytest.mark.parametrize("url", ["/etc/passwd", "file:///etc/passwd", "concat:/a|/b", "pipe:0",
                                  "data:video/mjpeg;base64,AAAA", "../capture/cam0.mkv"])
 def test_a_camera_url_that_would_read_local_files_is_refused(url: str) -> None:
-    from engine.sources import CameraSettings, SourceError
+    from engine.runtime.sources import CameraSettings
+    from engine.errors import SourceError
     with pytest.raises(SourceError, match="expected a device index"):
         CameraSettings(url)
 
@@ -122,7 +123,7 @@ def test_a_camera_url_that_would_read_local_files_is_refused(url: str) -> None:
 @pytest.mark.parametrize("url", ["", "0", "/dev/video2", "http://127.0.0.1:8080/cam0",
                                  "RTSP://10.0.0.2/stream", "udp://0.0.0.0:5000"])
 def test_cameras_and_network_streams_are_accepted(url: str) -> None:
-    from engine.sources import CameraSettings
+    from engine.runtime.sources import CameraSettings
     assert CameraSettings(url).url == url
 
 

@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from engine.capture import (CAMERA_NAMES, CameraCalib, CaptureMeta, CaptureWriter, TopologyRef,
-                            list_captures, open_capture, read_meta, write_capture)
+from engine.io.capture_schema import CAMERA_NAMES, CameraCalib, CaptureMeta, TopologyRef, read_meta
+from engine.io.capture_writer import CaptureWriter, write_capture
+from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import CaptureError, MiaError
 
 T, H, W, V, E = 3, 32, 32, 10, 5

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from app.cli import main
-from engine.capture import list_captures, open_capture
-from engine.checkpoint import save_checkpoint
-from engine.evaluate import (CaptureEvaluation, correspondence_error, evaluate_capture, evaluate_dataset,
-                             markdown_table, neutral_baseline, region_errors, summarise, texture_errors,
-                             uv_region_masks, write_report)
+from engine.io.capture_reader import list_captures, open_capture
+from engine.io.checkpoint import save_checkpoint
+from engine.io.layout import avatar_path
+from engine.evaluation.evaluate import (CaptureEvaluation, correspondence_error, evaluate_capture,
+                                        evaluate_dataset, markdown_table, neutral_baseline, region_errors,
+                                        summarise, texture_errors, uv_region_masks, write_report)
 from engine.facemodel import load_face_model
-from engine.inference import InferenceEngine
-from engine.meshio import load_neutral
+from engine.runtime.inference import InferenceEngine
+from engine.io.mesh import load_neutral
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
 from engine.synth.config import SynthConfig
@@ -192,7 +193,7 @@ def test_dataset_avatar_is_found_and_used(engine, dataset, tmp_path):
     fm = load_face_model()
     model = avatar.AvatarAutoencoder(avatar.AvatarConfig(texture_size=16, width=4, max_width=8),
                                      fm.topology.vertex_count)
-    avatar.save_avatar(avatar.avatar_path(copy / "subjects" / "id000"), model, subject_id="id000",
+    avatar.save_avatar(avatar_path(copy / "subjects" / "id000"), model, subject_id="id000",
                        neutral=fm.to_topology(fm.neutral), mask=np.ones((16, 16), bool),
                        topology=fm.topology.describe())
     result = evaluate_capture(engine, capture)

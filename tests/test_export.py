@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from app.cli import main
-from engine.checkpoint import save_checkpoint
-from engine.export import ExportError, OnnxModel, export_onnx, file_sha256
+from engine.io.checkpoint import save_checkpoint
+from engine.errors import ExportError
+from engine.runtime.export import OnnxModel, export_onnx, file_sha256
 from engine.facemodel import load_face_model
-from engine.inference import InferenceEngine
+from engine.runtime.inference import InferenceEngine
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
 

@@ -6,7 +6,7 @@ import pytest
 
 from engine.errors import MeshError
 from engine.facemodel import KIT_PATH, FaceModel, load_face_model
-from engine.meshio import load_neutral, save_mesh
+from engine.io.mesh import load_neutral, save_mesh
 
 SHARED_KIT = Path(__file__).resolve().parents[2] / "shared" / "facekit" / "ict_facekit.npz"
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.capture import open_capture
+from engine.io.capture_reader import open_capture
 from engine.facemodel import load_face_model
-from engine.inference import InferenceEngine
+from engine.runtime.inference import InferenceEngine
 from engine.synth.config import HeadsetConfig, IdentityConfig, PerformanceConfig, SessionConfig, SynthConfig
 from engine.synth.generate import generate_dataset
-from engine.train import TrainConfig, train
+from engine.training.config import TrainConfig
+from engine.training.trainer import train
 from engine.mia.config import ModelConfig
 
 TRAIN_IDS = [f"id{i:03d}" for i in range(12)]

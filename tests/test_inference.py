@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import save_checkpoint
+from engine.io.checkpoint import save_checkpoint
 from engine.errors import CheckpointError
 from engine.facemodel import load_face_model
-from engine.inference import InferenceEngine, crop_roi, resize_square
+from engine.runtime.inference import InferenceEngine, crop_roi, resize_square
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
 

@@ -7,7 +7,7 @@ import torch
 
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
-from engine.mia.losses import code_loss, shape_loss, texture_loss, total_loss
+from engine.training.losses import code_loss, shape_loss, texture_loss, total_loss
 from engine.mia.model import MIA, count_parameters
 from engine.mia.texture import IdentityCodeSpace
 

@@ -73,7 +73,7 @@ def mia_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyte
 
 def true_jaw_open() -> np.ndarray:
     """The demo capture's ground-truth jawOpen, straight from its files (ICT's mode of the same name)."""
-    from engine.capture import open_capture
+    from engine.io.capture_reader import open_capture
     from engine.facemodel import load_face_model
     with open_capture(DEMO) as cap:
         return np.asarray(cap.blendshapes)[:, load_face_model().expression_names.index("jawOpen")]

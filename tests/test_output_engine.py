@@ -99,8 +99,8 @@ def test_solver_recovers_known_weights_and_gaze():
 @pytest.fixture(scope="module")
 def demo_weights():
     """ARKit weights of the shipped model driving the demo capture (subject id001), and the truth."""
-    from engine.capture import open_capture
-    from engine.inference import InferenceEngine
+    from engine.io.capture_reader import open_capture
+    from engine.runtime.inference import InferenceEngine
     from engine.output.solver import BlendshapeSolver
     engine = InferenceEngine(MODEL, threads=1)
     solver = BlendshapeSolver()

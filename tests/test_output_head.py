@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, save_checkpoint, to_plain
+from engine.io.checkpoint import load_checkpoint, save_checkpoint, to_plain
 from engine.output.arkit import ARKIT_INDEX, ARKIT_NAMES
 from engine.output.head import (HEAD_KEY, ArkitHead, HeadError, backbone_fingerprint, fit_arkit_head, fit_head,
                                 fit_mlp, head_status, store_arkit_head)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
+from engine.io.checkpoint import load_checkpoint
 from engine.mia.config import ModelConfig
 from engine.recipe import BlockConfig, RecipeConfig, run_recipe
 

@@ -101,7 +101,7 @@ def test_bad_scans_get_a_clear_message(model, case, words):
 
 def test_register_file_writes_a_driveable_neutral_and_its_report(model, tmp_path):
     """An STL export of a neutral in the model topology (STL splits every vertex per triangle)."""
-    from engine.meshio import load_neutral
+    from engine.io.mesh import load_neutral
     truth = model.to_topology(model.identity_shape(identity(model, 7))).astype(np.float64)
     scan = tmp_path / "scan.stl"
     trimesh.Trimesh(truth / 10.0, model.topology.faces, process=False).export(scan)  # in cm

@@ -73,7 +73,7 @@ def test_window_registers_a_scan_and_drives_it(qtbot, tmp_path):
         assert win.neutral_panel.residual_map.has_map
         assert "me" in win.session.subject_names()  # driven like any loaded neutral
         assert "coverage" in win.neutral_panel.registration_text
-        from engine.meshio import load_mesh
+        from engine.io.mesh import load_mesh
         verts, _ = load_mesh(out)
         assert np.linalg.norm(verts - truth, axis=1).mean() < 0.5
 

@@ -15,8 +15,10 @@ import pytest
 
 from app.fake_headset import FakeHeadset, pattern_frames
 from engine.errors import CaptureError
-from engine.sources import (CameraSettings, CaptureSource, LiveCameraSource, SourceError, SyntheticSource,
-                            identity_index, open_source, upright)
+from engine.runtime.sources import (CameraSettings, CaptureSource, LiveCameraSource, SyntheticSource,
+                                    open_source, upright)
+from engine.errors import SourceError
+from engine.synth.identity import identity_index
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine.capture import open_capture
+from engine.io.capture_reader import open_capture
 from engine.facemodel import load_face_model
 from engine.synth.config import AppearanceConfig, SynthConfig
 from engine.synth.generate import CaptureSpec, capture_plan, generate_dataset, make_world

@@ -1,4 +1,4 @@
-"""Training data and loop (engine/data.py, engine/train.py, `mia train`): samples, loss, resume,
+"""Training data and loop (engine/training/, `mia train`): samples, loss, resume,
 DDP, cancel and kill, the CLI. Everything runs on the session's tiny synthetic dataset (synth_world.py)."""
 from __future__ import annotations
 
@@ -18,16 +18,19 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from app.cli import main as cli_main
-from engine.capture import list_captures, open_capture, read_meta
-from engine.checkpoint import load_checkpoint
-from engine.data import (UNSEEN_WEIGHT, HMCDataset, find_captures, frame_cameras, neutral_path,
-                         split_frames)
+from engine.io.capture_reader import list_captures, open_capture
+from engine.io.capture_schema import read_meta
+from engine.io.checkpoint import load_checkpoint
+from engine.training.dataset import UNSEEN_WEIGHT, HMCDataset, find_captures, frame_cameras, split_frames
+from engine.io.layout import neutral_path
 from engine.facemodel import load_face_model
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
-from engine.train import StepBatchSampler, TrainConfig, Trainer, train
+from engine.training.sampler import StepBatchSampler
+from engine.training.config import TrainConfig
+from engine.training.trainer import Trainer, train
 
 SIZE = 32
 V_MODEL = load_face_model().topology.vertex_count
@@ -279,7 +282,7 @@ def test_cli_train_end_to_end(dataset, tmp_path, capsys):
 
 
 def test_training_with_3d_augmentation(dataset, tmp_path):
-    pytest.importorskip("engine.mia.augment")
+    pytest.importorskip("engine.training.augment")
     trainer = Trainer(tiny_cfg(augment={"enabled": True}), dataset, tmp_path, show_bar=False)
     assert trainer.dataset.augment is not None
     batch = next(iter(trainer.loader()))
@@ -342,7 +345,7 @@ def test_ddp_gradients_equal_one_process_on_the_union_batch(coded, tmp_path):
 def test_jittered_samples_are_a_pure_function_of_seed_and_key(dataset):
     """Per-sample image draws come from (seed, key): the same key gives the same images in any
     process (resume and DDP stay exact), other keys or seeds give other draws."""
-    from engine.mia.jitter import JitterConfig
+    from engine.training.jitter import JitterConfig
     paths = find_captures(dataset)
     make = lambda seed: HMCDataset(paths, SIZE, jitter=JitterConfig(), seed=seed)  # noqa: E731
     a, b, other_seed, plain = make(3), make(3), make(4), HMCDataset(paths, SIZE, seed=3)

@@ -104,7 +104,7 @@ def test_where_a_neutral_comes_from_is_a_value_not_words(tmp_path):
 def test_synthetic_source_drives_its_own_neutral_for_a_model_subject():
     """The session's resolver (what the worker calls) decides on NeutralSource, not on the origin text."""
     from app.session import Session
-    from engine.sources import SyntheticSource
+    from engine.runtime.sources import SyntheticSource
     source = SyntheticSource.__new__(SyntheticSource)  # no renderer: only what the resolver reads
     source.subject_id = "carol"
     source.stream = types.SimpleNamespace(neutral=np.ones((4, 3)))
@@ -130,8 +130,8 @@ def test_mesh_subject_name(tmp_path):
 
 
 def test_no_import_circles():
-    """engine.plots does not import engine.evaluate, and app.actions does not import app.main_window."""
-    code = ("import sys; import engine.plots; assert 'engine.evaluate' not in sys.modules, 'plots->evaluate'; "
+    """engine.evaluation.plots does not import engine.evaluation.evaluate, and app.actions does not import app.main_window."""
+    code = ("import sys; import engine.evaluation.plots; assert 'engine.evaluation.evaluate' not in sys.modules, 'plots->evaluate'; "
             "import app.actions; assert 'app.main_window' not in sys.modules, 'actions->main_window'")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})

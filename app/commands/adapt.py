@@ -26,8 +26,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from engine.adapt import AdaptConfig, adapt
-    from engine.meshio import guess_units, load_mesh
+    from engine.training.adapt import AdaptConfig, adapt
+    from engine.io.mesh import guess_units, load_mesh
     cfg = AdaptConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       num_workers=args.workers, device=args.device,
                       augment={"enabled": False} if args.no_augment else {})

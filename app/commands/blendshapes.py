@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import MiaError
+from engine.io.atomic import atomic_open
 
 GAZE_NAMES = ("leftEyeYaw", "leftEyePitch", "rightEyeYaw", "rightEyePitch")
 
@@ -54,7 +53,7 @@ def ground_truth(capture, to_arkit, expression_dim: int) -> tuple[np.ndarray | N
 def run(args) -> int:
     from app.commands.driving import default_threads, model_path, resolve_subject
     from app.commands.progress import tqdm_progress
-    from engine.capture import open_capture
+    from engine.io.capture_reader import open_capture
     from engine.output.arkit import ARKIT_NAMES
 
     if args.batch < 1 or (args.threads is not None and args.threads < 1):
@@ -68,7 +67,7 @@ def run(args) -> int:
         raise MiaError(f"--out {args.out}: cannot create its folder ({err.strerror or err})") from None
     capture = open_capture(args.capture)
     try:
-        from engine.inference import InferenceEngine
+        from engine.runtime.inference import InferenceEngine
         from engine.output.weights import WeightSource
         engine = InferenceEngine(checkpoint, threads=args.threads or default_threads())
         subject = resolve_subject(engine, args.subject or capture.meta.subject_id, args.capture)
@@ -108,22 +107,16 @@ def run(args) -> int:
 
 
 def write_csv(path: Path, header: list[str], rows: np.ndarray) -> None:
-    """Header + rows (frame as an integer, the rest to 6 decimals), via a temp file and os.replace."""
+    """Header + rows (frame as an integer, the rest to 6 decimals), written atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise MiaError(f"--out {path}: cannot write there ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with atomic_open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(header)
             for row in rows:
                 writer.writerow([str(int(row[0]))] + [f"{v:.6f}" for v in row[1:]])
-        os.replace(tmp, path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise MiaError(f"--out {path}: cannot write it ({err.strerror or err})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -24,7 +24,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def trim_capture(src: Path, dst: Path, frames: int) -> Path:
-    from engine.capture import CaptureMeta, open_capture, write_capture
+    from engine.io.capture_schema import CaptureMeta
+    from engine.io.capture_reader import open_capture
+    from engine.io.capture_writer import write_capture
     with open_capture(src) as cap:
         n = min(frames, len(cap))
         meta = CaptureMeta.from_dict({**cap.meta.to_dict(), "frame_count": n})
@@ -42,7 +44,7 @@ def trim_capture(src: Path, dst: Path, frames: int) -> Path:
 
 
 def run(args) -> int:
-    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.io.checkpoint import load_checkpoint, save_checkpoint
     from engine.errors import ConfigError
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model()

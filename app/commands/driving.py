@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import MiaError
-from engine.meshio import MESH_SUFFIXES
+from engine.io.mesh import MESH_SUFFIXES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_MODEL = ROOT / "resources" / "default_model.pt"
@@ -54,7 +54,7 @@ def parse_host_port(text: str, option: str) -> tuple[str, int]:
 def _beside(capture_path: Path | None, name: str) -> Path | None:
     if capture_path is None:
         return None
-    from engine.evaluate import subject_files
+    from engine.io.layout import subject_files
     return subject_files(capture_path, name)[0]
 
 

@@ -25,8 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import json
 
-    from engine.evaluate import correspondence_error, evaluate_dataset, markdown_table, write_report
-    from engine.inference import InferenceEngine
+    from engine.evaluation.evaluate import (correspondence_error, evaluate_dataset, markdown_table,
+                                            write_report)
+    from engine.runtime.inference import InferenceEngine
     engine = InferenceEngine(args.checkpoint, backend=args.backend, threads=args.threads)
     bar = tqdm(total=1, unit="frame", desc="eval")
 

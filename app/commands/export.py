@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from engine.export import export_onnx
+    from engine.runtime.export import export_onnx
     manifest = export_onnx(args.checkpoint, args.out, tolerance=args.tolerance)
     errors = manifest["max_abs_error"]
     print(f"exported {args.checkpoint} to {args.out.resolve()} ({manifest['exporter']} exporter, "

@@ -13,7 +13,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _checkpoint_info(path: Path) -> None:
-    from engine.checkpoint import load_checkpoint
+    from engine.io.checkpoint import load_checkpoint
     ckpt = load_checkpoint(path)
     model = ckpt.build_model()
     print(f"checkpoint {path} ({ckpt.kind})")
@@ -31,7 +31,7 @@ def _checkpoint_info(path: Path) -> None:
 
 
 def _capture_info(path: Path) -> None:
-    from engine.capture import open_capture
+    from engine.io.capture_reader import open_capture
     with open_capture(path) as cap:
         m = cap.meta
         print(f"capture {path}: subject {m.subject_id}, headset {m.headset_id}, session {m.session_id}")

@@ -76,11 +76,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- inputs
 
 def source_spec(words: list[str]) -> dict[str, Any]:
-    """SOURCE words -> an engine.sources spec; MiaError when they are none of the three kinds."""
+    """SOURCE words -> an engine.runtime.sources spec; MiaError when they are none of the three kinds."""
     if words == ["headset"]:
         return {"kind": "cameras", "urls": None}
     if len(words) == 3:
-        from engine.sources import check_camera_url
+        from engine.runtime.sources import check_camera_url
         for w in words:
             check_camera_url(w)
         return {"kind": "cameras", "urls": list(words)}
@@ -121,7 +121,8 @@ def output_config(args) -> Any:
 def camera_settings(spec: dict[str, Any], args) -> list[Any]:
     """The three cameras: URLs from SOURCE (or the --headset profile for SOURCE 'headset'), then the
     profile's rotation/flip/crop, then --rotate/--flip/--roi over them. MiaError names a bad value."""
-    from engine.sources import ROTATIONS, CameraSettings, SourceError
+    from engine.runtime.sources import ROTATIONS, CameraSettings
+    from engine.errors import SourceError
     base = [CameraSettings(u) for u in spec["urls"]] if spec["urls"] else None
     if args.headset:
         from app.profiles import HeadsetProfiles
@@ -153,7 +154,7 @@ def camera_settings(spec: dict[str, Any], args) -> list[Any]:
 
 
 def open_stream_source(spec: dict[str, Any], args) -> Any:
-    from engine.sources import CaptureSource, LiveCameraSource, SyntheticSource
+    from engine.runtime.sources import CaptureSource, LiveCameraSource, SyntheticSource
     if spec["kind"] == "capture":
         return CaptureSource(spec["path"])
     if spec["kind"] == "synthetic":
@@ -274,7 +275,7 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
     ms = {k: 0.0 for k in PHASES}
     start = time.perf_counter()
     try:
-        from engine.inference import InferenceEngine
+        from engine.runtime.inference import InferenceEngine
         from engine.output.weights import WeightSource
         source = open_stream_source(spec, args)
         engine = InferenceEngine(checkpoint, threads=args.threads or default_threads())

@@ -63,7 +63,7 @@ def _csv(text: str | None) -> list[str] | None:
 def config_from_args(args) -> "TrainConfig":  # noqa: F821 (engine imported lazily)
     from engine.errors import ConfigError
     from engine.mia.config import ModelConfig
-    from engine.train import TrainConfig
+    from engine.training.config import TrainConfig
     data: dict = {}
     if args.config:
         try:
@@ -100,7 +100,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821 (engine imported lazi
 
 
 def run(args) -> int:
-    from engine.train import train
+    from engine.training.trainer import train
     cfg = config_from_args(args)
     path = train(cfg, args.dataset, args.out, resume=args.resume, show_bar=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:

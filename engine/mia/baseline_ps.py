@@ -15,6 +15,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from engine.errors import ConfigError
 from engine.mia.backbone import BackboneBranch, normalise_images
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA, MIAOutput, count_parameters
@@ -29,7 +30,7 @@ class PersonSpecificEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if cfg.vertex_count <= 0:
-            raise ValueError("PersonSpecificEncoder needs ModelConfig.vertex_count set (> 0)")
+            raise ConfigError("PersonSpecificEncoder needs ModelConfig.vertex_count set (> 0)")
         self.cfg = cfg
         self.subject = subject
         self.hidden = hidden or cfg.shape_hidden

@@ -61,7 +61,7 @@ class ModelConfig:
                 continue
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"ModelConfig.{f.name} must be an int, got {value!r}")
+                raise ConfigError(f"ModelConfig.{f.name} must be an int, got {value!r}")
             if value < 0 or (value == 0 and f.name != "vertex_count"):
                 raise ConfigError(f"ModelConfig.{f.name} must be positive, got {value}")
         if self.convs_per_block % 2:

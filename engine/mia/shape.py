@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from engine.errors import ConfigError
 from engine.mia.config import ModelConfig
 
 MM_PER_CM = 10.0
@@ -70,7 +71,7 @@ class ShapeNetwork(nn.Module):
     def __init__(self, cfg: ModelConfig, template: Tensor) -> None:
         super().__init__()
         if cfg.vertex_count and cfg.vertex_count != template.shape[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"ModelConfig.vertex_count is {cfg.vertex_count} but the template mesh has "
                 f"{template.shape[0]} vertices"
             )

@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.errors import MiaError
 from engine.output.arkit import ARKIT_COUNT, ARKIT_NAMES, GROUPS, TABLE
+from engine.io.atomic import atomic_path
 
 HEAD_KEY = "arkit_head"
 FORMAT = "mia-arkit-head"
@@ -296,7 +297,7 @@ def embed_frames(backbone: Callable, frames: np.ndarray, size: int, batch: int =
     """B over (T, 3, H, W) uint8 frames, resized to the model's size, in batches -> (T, E)."""
     import torch
 
-    from engine.inference import resize_square
+    from engine.runtime.inference import resize_square
     out = []
     for start in range(0, len(frames), batch):
         chunk = frames[start:start + batch]
@@ -313,7 +314,8 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
 
     ``cache``: an .npz that keeps the result per capture, keyed by the backbone fingerprint (a rerun
     on the same model skips B)."""
-    from engine.capture import open_capture, read_meta
+    from engine.io.capture_reader import open_capture
+    from engine.io.capture_schema import read_meta
     from engine.output.solver import BlendshapeSolver
     model = checkpoint.build_model()  # type: ignore[attr-defined]
     size = checkpoint.model_config.image_size  # type: ignore[attr-defined]
@@ -353,9 +355,8 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
         if progress:
             progress(k + 1, len(captures), path.name)
     if cache is not None:
-        tmp = Path(cache).with_name(f".{Path(cache).name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, backbone=np.array(key), **store)
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, backbone=np.array(key), **store)
     if not e_all:
         raise HeadError(f"none of the {len(captures)} captures has ground-truth weights (blendshapes.npy or "
                         f"meshes.npy): " + "; ".join(skipped[:3]))
@@ -369,8 +370,8 @@ def _to_arkit() -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _dataset_neutral(path: Path, capture: object) -> np.ndarray:
-    from engine.data import neutral_path
-    from engine.meshio import guess_units, load_mesh
+    from engine.io.layout import neutral_path
+    from engine.io.mesh import guess_units, load_mesh
     file = neutral_path(path, capture.meta.subject_id)  # type: ignore[attr-defined]
     if not file.exists():
         raise HeadError(f"{path}: has meshes.npy but no blendshapes.npy, and its subject's neutral {file} is missing")
@@ -396,8 +397,8 @@ def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.Pa
     (``fit_head`` with ``features_kind`` and ``ridges``). Everything else in the file is kept as it
     was. Returns the head. ``keep_current``: when ``out`` already holds a head fitted on this
     checkpoint's backbone, return it and do nothing (a resumed recipe does not refit)."""
-    from engine.checkpoint import load_checkpoint
-    from engine.data import find_captures
+    from engine.io.checkpoint import load_checkpoint
+    from engine.training.dataset import find_captures
     if method not in METHODS:
         raise HeadError(f"ARKit head method must be one of {METHODS}, got {method!r}")
     ckpt = load_checkpoint(checkpoint)
@@ -429,8 +430,8 @@ def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.Pa
 def store_arkit_head(checkpoint: str | os.PathLike, head: ArkitHead | None, out: str | os.PathLike) -> Path:
     """Write ``checkpoint`` with ``head`` as its ``extra["arkit_head"]`` (None removes it) to ``out``,
     atomically; every other field is kept as it is in the file (fp16 weights stay fp16)."""
-    from engine.checkpoint import FORMAT as CHECKPOINT_FORMAT
-    from engine.checkpoint import atomic_torch_save, safe_torch_load
+    from engine.io.checkpoint import FORMAT as CHECKPOINT_FORMAT
+    from engine.io.checkpoint import atomic_torch_save, safe_torch_load
     from engine.errors import CheckpointError
     raw = safe_torch_load(Path(checkpoint), CheckpointError, "checkpoint")
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import MeshError
+from engine.io.atomic import write_text
 
 LANDMARKS_SUFFIX = ".landmarks.json"
 
@@ -79,7 +80,4 @@ def save_landmarks(landmarks: dict[str, np.ndarray], path: str | os.PathLike) ->
     """Write ``{name: [x, y, z]}`` (the scan's own coordinates and units), readable by ``load_landmarks``."""
     path = Path(path)
     data = {name: [float(c) for c in np.asarray(p, np.float64).ravel()] for name, p in landmarks.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(data, indent=1))

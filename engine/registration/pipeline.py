@@ -165,7 +165,7 @@ def load_scan(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     triangle's corners separately, which would make every edge an open border)."""
     import trimesh
 
-    from engine.meshio import read_trimesh
+    from engine.io.mesh import read_trimesh
     path = Path(path)
     loaded = read_trimesh(path, what="scan")
     try:
@@ -196,7 +196,7 @@ def register_file(scan_path: str | os.PathLike, out_path: str | os.PathLike, uni
     Landmarks come from a file (``landmarks_path``) or as data (``landmarks``: the same forms as the
     file, e.g. points picked in the neutral panel); the ones used are saved beside the result as
     ``<stem>.landmarks.json``."""
-    from engine.meshio import save_mesh
+    from engine.io.mesh import save_mesh
     out_path = Path(out_path)
     if out_path.suffix.lower() not in (".obj", ".ply"):
         raise MeshError(f"{out_path}: the registered neutral must be written as .obj or .ply")

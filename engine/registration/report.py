@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.errors import MeshError
 from engine.registration.config import ReportConfig
+from engine.io.atomic import write_text
 
 REPORT_SUFFIX = ".registration.json"
 SCHEMA_VERSION = 1
@@ -80,11 +81,7 @@ def report_path(mesh_path: str | os.PathLike) -> Path:
 
 
 def save_report(report: RegistrationReport, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(report.to_dict(), indent=1))
 
 
 def load_report(path: str | os.PathLike) -> RegistrationReport:

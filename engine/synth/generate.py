@@ -4,7 +4,7 @@ Layout of a dataset folder:
     dataset.json                 the SynthConfig and the capture plan
     subjects/<id>/neutral.obj    the identity's neutral mesh on the model topology (mm)
     subjects/<id>/subject.json   identity parameters (seed, albedo, beard, ...)
-    captures/<id>_c<k>/          one HMC capture per (identity, capture) in engine.capture format
+    captures/<id>_c<k>/          one HMC capture per (identity, capture) in engine.io capture format
 
 Each capture is written through ``CaptureWriter`` (temp folder, renamed when complete), so an
 interrupted run leaves only whole captures and a rerun skips them.
@@ -20,16 +20,20 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from engine.capture import CameraCalib, CaptureMeta, CaptureWriter, TopologyRef, read_meta
+from engine.camera import calib_from_camera
+from engine.io.capture_schema import CaptureMeta, TopologyRef, read_meta
+from engine.io.capture_writer import CaptureWriter
 from engine.errors import CaptureError, ConfigError
 from engine.facemodel import FaceModel, load_face_model
-from engine.meshio import save_mesh
+from engine.io.mesh import save_mesh
 from engine.synth.config import AppearanceConfig, SynthConfig
 from engine.synth.ground_truth import IDENTITY_FIELD
 from engine.synth.headset import CAMERA_NAMES, Headset, make_headset, make_slop, session_poses
 from engine.synth.identity import Identity, albedo_texture, make_identity
 from engine.synth.performance import make_performance
 from engine.synth.world import HMCWorld, make_environment, make_sensor
+from engine.io.atomic import atomic_path, write_text
+from engine.synth.identity import identity_name
 
 GENERATOR = "mia-studio synth v1"
 Progress = Callable[[int, int, str], None]
@@ -84,12 +88,6 @@ def capture_plan(cfg: SynthConfig) -> list[CaptureSpec]:
     return plan
 
 
-def calib(cam, name: str) -> CameraCalib:
-    return CameraCalib(name=name, width=cam.width, height=cam.height, fx=cam.fx, fy=cam.fy, cx=cam.cx, cy=cam.cy,
-                       dist=np.asarray(cam.dist, np.float64), R=np.asarray(cam.R, np.float64),
-                       t=np.asarray(cam.t, np.float64))
-
-
 def make_world(model: FaceModel, cfg: SynthConfig, ident: Identity, spec: CaptureSpec) -> tuple[HMCWorld, Headset]:
     headset = headset_for(spec.headset, cfg.seed, cfg)
     env_rng = np.random.default_rng([spec.environment_seed, 11])
@@ -119,7 +117,7 @@ def render_capture(out: Path, cfg: SynthConfig, spec: CaptureSpec, model: FaceMo
     meta = CaptureMeta(
         subject_id=ident.name, headset_id=headset.headset_id, session_id=spec.name, fps=cfg.fps,
         frame_count=spec.frames, image_size=[cfg.image_size, cfg.image_size],
-        cameras=[calib(c, n) for c, n in zip(headset.cameras_at(cfg.image_size), CAMERA_NAMES)],
+        cameras=[calib_from_camera(c, n) for c, n in zip(headset.cameras_at(cfg.image_size), CAMERA_NAMES)],
         storage=cfg.storage,
         provenance={"generator": GENERATOR, "seed": cfg.seed, "spec": spec.to_dict(),
                     "synth_config": cfg.to_dict(), "expression_names": model.expression_names,
@@ -145,14 +143,11 @@ def write_subject(folder: Path, model: FaceModel, ident: Identity) -> None:
     topo = model.topology
     save_mesh(folder / "neutral.obj", ident.neutral(model), topo.faces)
     albedo = np.round(albedo_texture(model, ident) * 65535).astype(np.uint16)
-    tmp_png = folder / ".albedo.tmp.png"
-    cv2.imwrite(str(tmp_png), albedo)
-    os.replace(tmp_png, folder / "albedo.png")
+    with atomic_path(folder / "albedo.png") as tmp_png:
+        cv2.imwrite(str(tmp_png), albedo)
     info = {"subject_id": ident.name, "seed": ident.seed, "skin_albedo": ident.skin_albedo,
             "beard": ident.beard, "brow_darkness": ident.brow_darkness, "topology": topo.describe()}
-    tmp = folder / ".subject.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, folder / "subject.json")
+    write_text(folder / "subject.json", json.dumps(info, indent=2))
 
 
 def capture_is_complete(path: Path, spec: CaptureSpec) -> bool:
@@ -191,12 +186,10 @@ def generate_dataset(root: str | os.PathLike, cfg: SynthConfig, progress: Progre
             raise ConfigError(f"{mpath}: this folder holds a dataset made with another configuration; "
                               "use a new folder or the same options to resume")
     else:
-        tmp = root / ".dataset.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, mpath)
+        write_text(mpath, json.dumps(manifest, indent=2))
     model = load_face_model()
     for i in sorted({s.identity for s in plan}):
-        folder = root / "subjects" / f"id{i:03d}"
+        folder = root / "subjects" / identity_name(i)
         if not (folder / "subject.json").is_file():  # written last, atomically: the folder is whole
             write_subject(folder, model, make_identity(model, i, cfg.seed, cfg.identity))
     out = [root / "captures" / spec.name for spec in plan]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.render import PinholeCamera
+from engine.camera import PinholeCamera
 from engine.synth.config import HeadsetConfig, SessionConfig
 
 CAMERA_NAMES = ("left_eye", "right_eye", "mouth")
@@ -69,10 +69,7 @@ class Headset:
         out = []
         for cam in self.cameras:
             c = cam.scaled(size, size)
-            if head_pose is not None:
-                m = c.mv @ head_pose
-                c = PinholeCamera(c.width, c.height, c.fx, c.fy, c.cx, c.cy, c.dist, m[:3, :3], m[:3, 3])
-            out.append(c)
+            out.append(c if head_pose is None else c.posed(head_pose))
         return out
 
 

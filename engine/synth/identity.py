@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.errors import SourceError
 from engine.facemodel import FaceModel
 from engine.synth.config import AppearanceConfig, IdentityConfig
 
@@ -73,6 +74,22 @@ def _style_matrix(model: FaceModel, rng: np.random.Generator, cfg: IdentityConfi
     return style.astype(np.float32)
 
 
+def identity_name(index: int) -> str:
+    """The subject name of synthetic identity ``index``: 7 -> 'id007'."""
+    return f"id{index:03d}"
+
+
+def identity_index(subject: str | int) -> int:
+    """'id007', '7' or 7 -> 7: synthetic subjects are named by their index in the seeded draw."""
+    if isinstance(subject, (int, np.integer)) and not isinstance(subject, bool):
+        return int(subject)
+    text = str(subject).strip()
+    digits = text[2:] if text.lower().startswith("id") else text
+    if not digits.isdigit():
+        raise SourceError(f"synthetic subject {subject!r}: expected a name like 'id003' or an index")
+    return int(digits)
+
+
 def make_identity(model: FaceModel, index: int, seed: int, cfg: IdentityConfig) -> Identity:
     """Draw identity ``index`` of a dataset deterministically from ``seed``."""
     rng = np.random.default_rng([seed, index, 1])
@@ -81,7 +98,7 @@ def make_identity(model: FaceModel, index: int, seed: int, cfg: IdentityConfig) 
     noise += cv2.GaussianBlur(rng.normal(0, 1, (s, s)).astype(np.float32), (0, 0), s / 12) * 2.0
     noise += rng.normal(0, 0.25, (s, s)).astype(np.float32)
     return Identity(
-        name=f"id{index:03d}", seed=int(seed),
+        name=identity_name(index), seed=int(seed),
         shape_weights=rng.normal(0, cfg.identity_scale, cfg.identity_modes).astype(np.float32),
         skin_albedo=float(rng.uniform(*cfg.skin_albedo)),
         brow_darkness=float(rng.uniform(*cfg.brow_darkness)),

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from engine.facemodel import FaceModel
-from engine.render import MeshRenderer, PinholeCamera
+from engine.camera import PinholeCamera
+from engine.render import MeshRenderer
 from engine.synth.config import AppearanceConfig, EnvironmentConfig, SensorConfig
 from engine.synth.headset import Headset
 from engine.synth.identity import Identity, albedo_texture

@@ -35,6 +35,7 @@ import torch
 from engine.errors import CheckpointError
 from engine.mia.config import ModelConfig
 from engine.mia.model import MIA
+from engine.io.atomic import atomic_path
 
 FORMAT = "mia-checkpoint"
 VERSION = 1
@@ -130,14 +131,6 @@ def to_plain(obj: Any) -> Any:
                     "strings and containers of them load without running code)")
 
 
-def remove_orphans(path: Path) -> None:
-    """Delete temp files of earlier saves of ``path`` whose writing process is gone (killed mid-save)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp*"):
-        pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            tmp.unlink(missing_ok=True)
-
-
 def safe_torch_load(path: Path, error: type[Exception], what: str) -> Any:
     """torch.load that unpickles only tensors and plain data; anything else is `error`, naming why."""
     import pickle
@@ -163,15 +156,9 @@ def check_finite(path: Path, error: type[Exception], fields: dict[str, Any]) -> 
 
 def atomic_torch_save(payload: Any, path: Path) -> Path:
     """torch.save to a temp file beside ``path``, then rename: a kill never leaves a torn file."""
-    remove_orphans(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     payload = to_plain(payload)
-    try:
+    with atomic_path(path, clean_orphans=True) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.errors import CheckpointError, MiaError
+from engine.io.checkpoint import Checkpoint, load_checkpoint
+from engine.errors import CheckpointError, ExportError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
 
@@ -41,10 +41,6 @@ OPSET = 17
 TOLERANCE = 1e-4
 _QUIET = ("instance_norm", "legacy TorchScript", "will be removed", "Converting a tensor",
           "dynamic_axes", "TracerWarning")
-
-
-class ExportError(MiaError, RuntimeError):
-    """An ONNX export could not be written or does not reproduce the checkpoint within tolerance."""
 
 
 def file_sha256(path: str | os.PathLike) -> str:

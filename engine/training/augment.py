@@ -33,8 +33,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from engine.capture import CameraCalib
-from engine.render import MeshRenderer, PinholeCamera
+from engine.camera import PinholeCamera
+from engine.render import MeshRenderer
 
 VISIBILITY_TOLERANCE_MM = 1.5
 CAP_DEPTH = 0.6          # apex of a hole's cap sits this many loop radii behind the loop (into the head)
@@ -57,20 +57,6 @@ class AugmentConfig:
     brightness: float = 0.15          # relative gain change, per camera
     noise: float = 0.01               # additive Gaussian noise (intensity in [0, 1])
     shared_pose: bool = True          # one head motion for all cameras (slop) vs one per camera
-
-
-def camera_from_calib(calib: CameraCalib, head_pose: np.ndarray | None = None,
-                      size: tuple[int, int] | None = None) -> PinholeCamera:
-    """The camera that saw a frame: a capture's ``CameraCalib`` composed with the frame's head pose
-    (capture.json holds the calibration with the head seated nominally), optionally resized (W, H)."""
-    mv = np.eye(4)
-    mv[:3, :3], mv[:3, 3] = calib.R, calib.t
-    if head_pose is not None:
-        mv = mv @ np.asarray(head_pose, np.float64)
-    cam = PinholeCamera(int(calib.width), int(calib.height), float(calib.fx), float(calib.fy), float(calib.cx),
-                        float(calib.cy), tuple(float(k) for k in calib.dist),
-                        mv[:3, :3].astype(np.float32), mv[:3, 3].astype(np.float32))
-    return cam if size is None else cam.scaled(*size)
 
 
 def moved_camera(cam: PinholeCamera, motion: np.ndarray, focal: float = 1.0,
@@ -184,7 +170,7 @@ class Augmenter:
     """The 3D augmentation layer over one mesh topology.
 
     Call it with one frame's three images, its mesh (head space, mm) and the three cameras that saw
-    it (calibration composed with the frame's head pose, see ``camera_from_calib``). Holds one
+    it (calibration composed with the frame's head pose, see ``engine.camera.camera_from_calib``). Holds one
     renderer per thread, made on first use, since GL contexts are bound to the thread that made them.
     """
 

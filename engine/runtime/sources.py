@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from engine.errors import CaptureError, MiaError
+from engine.errors import CaptureError, SourceError
+from engine.synth.identity import identity_index
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet libav's "connection refused" lines
@@ -42,10 +43,6 @@ CAMERA_LABELS = ("left eye", "right eye", "mouth")
 ROTATIONS = (0, 90, 180, 270)
 Images = np.ndarray | list[np.ndarray | None]
 Roi = tuple[int, int, int, int]
-
-
-class SourceError(MiaError):
-    """A source cannot be opened or used as asked (bad spec, seeking a live feed, ...)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ class CaptureSource:
     live = False
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from engine.capture import open_capture
+        from engine.io.capture_reader import open_capture
         self.capture = open_capture(path)
         meta = self.capture.meta
         self.path = Path(path)
@@ -146,17 +143,6 @@ class CaptureSource:
 
 
 # --------------------------------------------------------------------------- synthetic live
-
-def identity_index(subject: str | int) -> int:
-    """'id007' or 7 -> 7: synthetic subjects are named by their index in the seeded draw."""
-    if isinstance(subject, int):
-        return subject
-    text = str(subject).strip()
-    digits = text[2:] if text.lower().startswith("id") else text
-    if not digits.isdigit():
-        raise SourceError(f"synthetic subject {subject!r}: expected a name like 'id003' or an index")
-    return int(digits)
-
 
 class SyntheticSource:
     """The synthetic HMC world rendered live at ``fps``, with ground truth (create/read/close in one thread)."""

@@ -4,7 +4,7 @@ Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas ra
 so plotting touches no global backend state and is safe inside the Qt application and in threads.
 
 The figures take anything shaped like an evaluation result (``CaptureErrors``: per-region error
-curves, their baselines and a mean), so this module does not import engine/evaluate.py, which
+curves, their baselines and a mean), so this module does not import engine/evaluation/evaluate.py, which
 imports it to write its reports.
 """
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Protocol
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from engine.io.atomic import atomic_path
 
 Errors = dict[str, np.ndarray]  # region -> per-frame errors
 
 
 class CaptureErrors(Protocol):
-    """Per-frame errors of one capture, as engine.evaluate.CaptureEvaluation holds them."""
+    """Per-frame errors of one capture, as engine.evaluation.evaluate.CaptureEvaluation holds them."""
 
     capture: str
     subject: str
@@ -40,10 +41,9 @@ UNITS = {"shape": "error (mm)", "texture": "error (intensity 0-255)"}
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 

@@ -28,11 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.capture import CODE_DIM, CaptureMeta, list_captures, open_capture, read_meta
+from engine.io.capture_schema import CODE_DIM, CaptureMeta, read_meta
+from engine.io.capture_reader import list_captures, open_capture
 from engine.errors import CaptureError, ConfigError, MeshError
-from engine.meshio import load_neutral
-from engine.mia.jitter import jitter_images
-from engine.render import PinholeCamera
+from engine.io.layout import neutral_path
+from engine.io.mesh import load_neutral
+from engine.training.jitter import jitter_images
+from engine.camera import PinholeCamera, camera_from_calib
 
 SEEN_WEIGHT = 1.0
 UNSEEN_WEIGHT = 0.1
@@ -100,11 +102,6 @@ def find_captures(source: str | os.PathLike | Sequence[str | os.PathLike],
     return paths
 
 
-def neutral_path(capture: Path, subject: str) -> Path:
-    """Where the dataset layout keeps a subject's neutral: <root>/subjects/<id>/neutral.obj."""
-    return capture.resolve().parent.parent / "subjects" / subject / "neutral.obj"
-
-
 def probe_topology(captures: Sequence[str | os.PathLike]) -> dict:
     """{"name", "vertex_count", "hash"} of the first capture, cheaply (capture.json or the header
     of meshes.npy), so the face topology can be picked before any frame is decoded."""
@@ -119,18 +116,16 @@ def probe_topology(captures: Sequence[str | os.PathLike]) -> dict:
             "hash": ""}
 
 
+def face_topology(vertex_count: int, topology: dict) -> np.ndarray | None:
+    """Triangles of the face model's topology when the data uses it (for W_S checks, re-rendering)."""
+    from engine.facemodel import load_face_model
+    fm = load_face_model()
+    return fm.topology.faces if fm.uses_topology({**topology, "vertex_count": vertex_count}) else None
+
+
 def frame_cameras(meta: CaptureMeta, head_pose: np.ndarray | None, size: int) -> list[PinholeCamera]:
     """The three cameras that saw one frame, for `size` x `size` images: calibration o head pose."""
-    out = []
-    for c in meta.cameras:
-        cam = PinholeCamera(c.width, c.height, c.fx, c.fy, c.cx, c.cy, tuple(c.dist.tolist()),
-                            c.R.astype(np.float32), c.t.astype(np.float32)).scaled(size, size)
-        if head_pose is not None:
-            m = cam.mv @ np.asarray(head_pose, np.float32)
-            cam = PinholeCamera(size, size, cam.fx, cam.fy, cam.cx, cam.cy, cam.dist,
-                                m[:3, :3], m[:3, 3])
-        out.append(cam)
-    return out
+    return [camera_from_calib(c, head_pose, (size, size)) for c in meta.cameras]
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -194,9 +189,9 @@ class HMCDataset(Dataset):
     `neutrals` maps subject -> (V, 3) mm neutral mesh; subjects not in it are read from the dataset
     layout's subjects/<id>/neutral.obj. `topology` ({"name", "vertex_count", "hash"}, e.g. a
     checkpoint's) and `faces` are checked against every capture and neutral. `augment` (an
-    engine.mia.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
+    engine.training.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
     it needs `faces` and belongs on the training split only. `jitter` (an
-    engine.mia.jitter.JitterConfig) then draws per-camera image shift, zoom and exposure.
+    engine.training.jitter.JitterConfig) then draws per-camera image shift, zoom and exposure.
     """
 
     def __init__(self, captures: Sequence[str | os.PathLike], image_size: int, *,
@@ -327,7 +322,7 @@ class HMCDataset(Dataset):
         """Built on first use, so each DataLoader worker owns its renderer (GL is not fork-safe).
         The capture's stored per-camera visibility saves the augmenter one depth render per camera."""
         if self._augmenter is None:
-            from engine.mia.augment import Augmenter
+            from engine.training.augment import Augmenter
             self._augmenter = Augmenter(self.augment, self.faces, self.image_size)
         return self._augmenter(images, mesh, cameras, rng, visibility)
 

@@ -10,7 +10,7 @@ The cross-identity correspondence test (the paper's Sec. 4.3, measured here beca
 world knows the expression intents) drives subject j from subject i's images and compares with the
 mesh j makes for the same intents, next to driving j from j's own images of the same performance.
 
-Evaluation never imports the training loop; it runs models through engine.inference.
+Evaluation never imports the training loop; it runs models through engine.runtime.inference.
 """
 from __future__ import annotations
 
@@ -27,11 +27,14 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from engine.capture import Capture, list_captures, open_capture, read_meta
+from engine.io.capture_reader import Capture, list_captures, open_capture
+from engine.io.capture_schema import read_meta
 from engine.errors import CaptureError, CheckpointError
 from engine.facemodel import load_face_model
-from engine.inference import DrivenSubject, InferenceEngine
-from engine.meshio import MESH_SUFFIXES
+from engine.runtime.inference import DrivenSubject, InferenceEngine
+from engine.io.layout import subject_files
+from engine.io.atomic import write_text
+from engine.synth.identity import identity_index
 
 REGIONS = ("eyes", "mouth", "face")
 Progress = Callable[[int, int], None]
@@ -140,22 +143,10 @@ class CaptureEvaluation:
 def region_masks_for(engine: InferenceEngine) -> dict[str, np.ndarray]:
     """The face model's region masks, after checking the model was trained on the same topology."""
     fm = load_face_model()
-    if engine.checkpoint.topology["hash"] != fm.topology.hash:
+    if not fm.uses_topology(engine.checkpoint.topology):
         raise CheckpointError(f"{engine.checkpoint.path.name}: topology {engine.checkpoint.topology} is not the "
                               f"face model's {fm.topology.describe()}; region masks are defined on the latter")
     return fm.region_masks
-
-
-def subject_files(capture_path: str | os.PathLike, subject: str) -> tuple[Path | None, Path | None]:
-    """Neutral mesh and avatar folder of ``subject`` in the dataset holding a capture, if present.
-
-    A dataset keeps captures in ``<root>/captures/<name>`` and subjects in ``<root>/subjects/<id>``.
-    """
-    capture_path = Path(capture_path).resolve()
-    folder = capture_path.parent.parent / "subjects" / subject
-    neutral = next((folder / f"neutral{s}" for s in MESH_SUFFIXES if (folder / f"neutral{s}").exists()), None)
-    avatar = folder / "avatar"
-    return neutral, avatar if avatar.exists() else None
 
 
 def _engine(model: InferenceEngine | str | os.PathLike) -> InferenceEngine:
@@ -303,16 +294,10 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(results: list[CaptureEvaluation], out_dir: str | os.PathLike, title: str = "MIA evaluation",
                  info: dict | None = None) -> dict[str, Path]:
     """results.json, report.md (the table) and PNG plots (per-frame curves, per-capture bars)."""
-    from engine import plots  # here, not at the top: matplotlib is only needed for reports
+    from engine.evaluation import plots  # here, not at the top: matplotlib is only needed for reports
     if not results:
         raise ValueError("write_report: no results to report")
     out = Path(out_dir)
@@ -320,13 +305,13 @@ def write_report(results: list[CaptureEvaluation], out_dir: str | os.PathLike, t
     files = {"json": out / "results.json", "markdown": out / "report.md"}
     payload = {"title": title, "info": info or {}, "summary": summarise(results),
                "captures": [r.to_dict() for r in results]}
-    _write_text(files["json"], json.dumps(payload, indent=1))
+    write_text(files["json"], json.dumps(payload, indent=1))
     notes = sorted({n for r in results for n in r.notes})
     text = f"# {title}\n\n{markdown_table(results)}\n\nShape errors: mean Euclidean vertex error (mm); " \
            "texture errors: mean absolute intensity error (0-255); overall: mean over captures ± std " \
            "across captures. Neutral baseline: always the neutral mesh (texture: the mean code).\n"
     text += "".join(f"\n- {n}" for n in notes)
-    _write_text(files["markdown"], text + "\n")
+    write_text(files["markdown"], text + "\n")
     for r in results:
         files[f"frames:{r.capture}"] = plots.plot_frame_errors(r, out / "plots" / f"{_safe_name(r.capture)}_frames.png")
     files["bars:shape"] = plots.plot_capture_bars(results, out / "plots" / "captures_shape.png", "shape")
@@ -367,16 +352,6 @@ class CorrespondenceEvaluation:
         return {"source": self.source, "source_subject": self.source_subject, "target_subject": self.target_subject,
                 "gaze": self.gaze, "mean": self.means(),
                 "per_frame": {m: {r: v.tolist() for r, v in e.items()} for m, e in self.errors.items()}}
-
-
-def _identity_index(target: int | str) -> int:
-    """Synthetic identity index from an index or a subject name such as "id003"."""
-    if isinstance(target, (int, np.integer)) or str(target).isdigit():
-        return int(target)
-    match = re.fullmatch(r"id(\d+)", str(target))
-    if match is None:
-        raise ValueError(f"target {target!r} is not a synthetic identity (an index or a name like 'id003')")
-    return int(match.group(1))
 
 
 def _synthetic_source(cap: Capture) -> tuple[Any, Any]:
@@ -431,7 +406,7 @@ def correspondence_error(model: InferenceEngine | str | os.PathLike, source_capt
     engine = _engine(model)
     masks = dict(region_masks_for(engine))
     fm = load_face_model()
-    j = _identity_index(target)
+    j = identity_index(target)
     with open_capture(source_capture) as cap:
         cfg, spec = _synthetic_source(cap)
         frames = np.arange(0, len(cap), max(1, stride))

@@ -1,10 +1,13 @@
-"""Mesh files (OBJ/PLY/GLB) through trimesh, checked against the model topology with clear errors.
+"""Mesh files: reading any format (OBJ/PLY/GLB/...) through trimesh, checked against the model
+topology with clear errors, and writing them (neutrals through trimesh, driven-frame sequences
+directly as OBJ/PLY); every write is atomic (engine.io.atomic).
 
 Vertex order is what makes a neutral mesh usable by the shape network, so loading never lets trimesh
 merge or reorder vertices (``process=False``) and checks count and finiteness against the topology.
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import MeshError
+from engine.io.atomic import atomic_path, write_bytes, write_text
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
 
@@ -65,10 +69,41 @@ def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, 
     path = Path(path)
     visual = trimesh.visual.TextureVisuals(uv=uvs) if uvs is not None else None
     mesh = trimesh.Trimesh(np.asarray(vertices, np.float64), np.asarray(faces), visual=visual, process=False)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    mesh.export(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        mesh.export(tmp)
     return path
+
+
+def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None,
+              texture_png: str | None = None) -> None:
+    """A plain OBJ (v, vt, f v/vt) with an optional material pointing at a texture PNG, written
+    directly (no trimesh object): the fast path for one file per driven frame of a sequence."""
+    out = io.StringIO()
+    out.write("# MIA Studio driven mesh (mm)\n")
+    if texture_png:
+        mtl = path.with_suffix(".mtl")
+        write_text(mtl, f"newmtl face\nKd 1 1 1\nmap_Kd {texture_png}\n")
+        out.write(f"mtllib {mtl.name}\nusemtl face\n")
+    np.savetxt(out, vertices, fmt="v %.4f %.4f %.4f")
+    f = np.asarray(faces) + 1
+    if uvs is not None:
+        np.savetxt(out, uvs, fmt="vt %.6f %.6f")
+        np.savetxt(out, np.repeat(f, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+    else:
+        np.savetxt(out, f, fmt="f %d %d %d")
+    write_text(path, out.getvalue())
+
+
+def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """A binary little-endian PLY of one mesh."""
+    v = np.asarray(vertices, "<f4")
+    f = np.asarray(faces, "<i4")
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(v)}\nproperty float x\n"
+              f"property float y\nproperty float z\nelement face {len(f)}\n"
+              "property list uchar int vertex_indices\nend_header\n").encode()
+    tri = np.empty(len(f), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    tri["n"], tri["i"] = 3, f
+    write_bytes(path, header + v.tobytes() + tri.tobytes())
 
 
 def guess_units(vertices: np.ndarray) -> tuple[str, float]:

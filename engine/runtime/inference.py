@@ -7,7 +7,7 @@ product (their F_j and P_j stacked), and for each with an avatar D_j its texture
 textures are (S, S) float32 in [0, 1].
 
 Two backends compute the same thing: torch (eager, CPU or GPU) and onnxruntime over an export made
-by engine/export.py (cached by checkpoint hash). Every public method holds one lock, so a GUI thread
+by engine/runtime/export.py (cached by checkpoint hash). Every public method holds one lock, so a GUI thread
 may change the subject or targets while a worker thread runs frames.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.checkpoint import Checkpoint, load_checkpoint
+from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, MiaError
 
 Roi = tuple[int, int, int, int]  # x, y, width, height in pixels of one camera image
@@ -128,7 +128,7 @@ def load_avatar_any(avatar: Any) -> Any:
 
 class _TorchRunner:
     def __init__(self, ckpt: Checkpoint, device: str) -> None:
-        from engine.export import ShapeGraph
+        from engine.runtime.export import ShapeGraph
         self.device = torch.device(device)
         self.model = ckpt.build_model().to(self.device)
         self.graph = ShapeGraph(self.model)  # type: ignore[arg-type]
@@ -205,7 +205,8 @@ class _PSRunner:
 
 class _OnnxRunner:
     def __init__(self, ckpt: Checkpoint, folder: str | os.PathLike | None, threads: int) -> None:
-        from engine.export import ExportError, OnnxModel, default_export_dir, export_onnx, file_sha256
+        from engine.errors import ExportError
+        from engine.runtime.export import OnnxModel, default_export_dir, export_onnx, file_sha256
         sha = file_sha256(ckpt.path)
         explicit = folder is not None
         folder = Path(folder) if explicit else default_export_dir(ckpt.path)
@@ -297,7 +298,7 @@ class InferenceEngine:
                                       f"{self.subjects}); give its neutral mesh")
             neutral = known["neutral"]
         elif isinstance(neutral, (str, os.PathLike)):
-            from engine.meshio import guess_units, load_mesh
+            from engine.io.mesh import guess_units, load_mesh
             verts, _ = load_mesh(neutral)
             neutral = verts * guess_units(verts)[1]
         neutral = np.asarray(neutral, np.float32)

@@ -9,10 +9,9 @@ bit-identical to the input's before it is written.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,37 +19,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engine.data import HMCDataset, find_captures
+from engine.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from engine.device import pick_device
 from engine.errors import CaptureError, CheckpointError, ConfigError
-from engine.mia.losses import LAMBDA_T
 from engine.mia.model import MIA
-from engine.train import (Progress, StepBatchSampler, TextureDecoder, adam, augment_config,
-                          face_topology, make_loader, pick_device, texture_term)
+from engine.training.config import StepConfig, augment_config
+from engine.training.dataset import HMCDataset, face_topology, find_captures
+from engine.training.log import Progress
+from engine.training.optim import adam, step_decay
+from engine.training.routing import TextureDecoder, texture_term
+from engine.training.sampler import StepBatchSampler, make_loader
 
 
 @dataclass
-class AdaptConfig:
-    """Adaptation run settings; `lr_step` 0 means steps // 10 as in TrainConfig."""
-
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_decay: float = 0.8
-    lr_step: int = 0
-    lambda_t: float = LAMBDA_T
-    augment: dict = field(default_factory=dict)
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError(f"AdaptConfig: steps and batch_size must be >= 1, got {self.steps}, "
-                              f"{self.batch_size}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+class AdaptConfig(StepConfig):
+    """Adaptation run settings: those of `StepConfig` (shared with TrainConfig), nothing more."""
 
 
 def shared_state(model: MIA, skip: str) -> dict[str, torch.Tensor]:
@@ -145,8 +128,7 @@ def _fit(model: MIA, adapter: nn.Module, dataset: HMCDataset, subject: str, cfg:
          cancel: Callable[[], bool] | None, show_bar: bool) -> None:
     """Adam on F_new alone; the loss is eq. 5 on frames that have codes."""
     optimizer = adam(adapter.parameters(), cfg.lr, device)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step or max(1, cfg.steps // 10),
-                                                cfg.lr_decay)
+    scheduler = step_decay(optimizer, cfg)
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, 0, cfg.steps)
     bar = None
     if show_bar:
