@@ -187,6 +187,12 @@ def model_with_head(tmp_path_factory) -> Path:
     return store_arkit_head(MODEL, constant_head(MODEL), out)
 
 
+@pytest.fixture(scope="module")
+def model_without_head(tmp_path_factory) -> Path:
+    """The shipped model with its head removed (the shipped file carries one)."""
+    return store_arkit_head(MODEL, None, tmp_path_factory.mktemp("model") / "no_head.pt")
+
+
 def test_weight_source_modes_and_the_output_thread(model_with_head):
     from engine.output.stage import OutputConfig
     from engine.output.streamer import OutputStreamer
@@ -250,7 +256,7 @@ def test_blendshapes_cli_sends_the_head_and_the_fit_for_jaw_open(model_with_head
     assert np.allclose(read_weights(out)[1][:, 2:54], CONSTANT, atol=1e-6)
 
 
-def test_stream_cli_uses_the_head_when_present(model_with_head, tmp_path):
+def test_stream_cli_uses_the_head_when_present(model_with_head, model_without_head, tmp_path):
     stats = tmp_path / "stats.json"
     r = run_mia(tmp_path, "stream", str(DEMO), "--model", str(model_with_head), "--frames", "5", "--fps", "0",
                 "--json", str(stats))
@@ -258,7 +264,8 @@ def test_stream_cli_uses_the_head_when_present(model_with_head, tmp_path):
     assert "ARKit weights: head on e" in r.stderr
     summary = json.loads(stats.read_text())
     assert summary["weights"] == "combined" and summary["frames"] == 5
-    r = run_mia(tmp_path, "stream", str(DEMO), "--frames", "2", "--fps", "0", "--json", str(stats))
+    r = run_mia(tmp_path, "stream", str(DEMO), "--model", str(model_without_head), "--frames", "2", "--fps", "0",
+                "--json", str(stats))
     assert r.returncode == 0, r.stderr
     summary = json.loads(stats.read_text())
     assert summary["weights"] == "fit" and "no ARKit head" in summary["weights_reason"]
