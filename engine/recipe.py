@@ -198,23 +198,25 @@ def train_config(cfg: RecipeConfig):
     return TrainConfig.from_dict(options)
 
 
-def finished_run(run: Path, steps: int) -> bool:
-    """True when run/last.pt has reached `steps`: the stage is skipped without loading its data
-    (tens of thousands of frames, minutes here)."""
+def finished_run(run: Path, steps: int, log: Log) -> bool:
+    """True (and logged) when run/last.pt has reached `steps`: the stage is skipped without
+    loading its data (tens of thousands of frames, minutes here)."""
     from engine.io.checkpoint import load_checkpoint
     last = run / "last.pt"
     if not last.is_file():
         return False
     training = load_checkpoint(last).training or {}
-    return int(training.get("step", 0)) >= steps
+    if int(training.get("step", 0)) < steps:
+        return False
+    log(f"train: {last} has its {steps} steps (resuming: nothing to do)")
+    return True
 
 
 def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
     """Stage 1: train MIA on the first block, continuing the run folder's checkpoint if there is one."""
     from engine.training.trainer import train
     run = cfg.paths["run"]
-    if finished_run(run, cfg.steps):
-        log(f"train: {run / 'last.pt'} has its {cfg.steps} steps (resuming: nothing to do)")
+    if finished_run(run, cfg.steps, log):
         return run / "last.pt"
     resume = (run / "last.pt").is_file()
     log(f"train: {cfg.steps} steps of batch {cfg.batch_size} -> {run}" + (" (resuming)" if resume else ""))
@@ -237,8 +239,7 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
     from engine.training.dataset import find_captures
     from engine.training.trainer import train
     run = cfg.paths[f"run_{block.name}"]
-    if finished_run(run, block.steps):
-        log(f"train: {run / 'last.pt'} has its {block.steps} steps (resuming: nothing to do)")
+    if finished_run(run, block.steps, log):
         return run / "last.pt"
     resume = (run / "last.pt").is_file()
     blocks = cfg.active_blocks[:cfg.active_blocks.index(block) + 1]
@@ -252,8 +253,9 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
 
 
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
-    """Held-out errors of `checkpoint`: untrained identities (heldout/) and new captures of
-    trained identities (newcaps/), each with its neutral-mesh baseline; writes reports under out/."""
+    """Held-out errors of `checkpoint`: untrained identities (heldout/, and heldout_wider/ in the
+    wider spreads) and new captures of trained identities (newcaps/), each with its neutral-mesh
+    baseline; writes reports under out/."""
     from engine.evaluation.evaluate import evaluate_dataset, summarise, write_report
     from engine.runtime.inference import InferenceEngine
     engine = InferenceEngine(checkpoint, threads=cfg.jobs)

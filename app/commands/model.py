@@ -42,11 +42,10 @@ def recipe_from_args(args):
     given = {"root": None if args.root is None else str(args.root), "identities": args.identities,
              "frames": args.frames, "steps": args.steps, "jobs": args.jobs}
     cfg = RecipeConfig(**{k: v for k, v in given.items() if v is not None})
-    for block in cfg.blocks:
+    for i, block in enumerate(cfg.blocks):
         sizes = {"identities": getattr(args, f"{block.name}_identities", None),
                  "steps": getattr(args, f"{block.name}_steps", None)}
-        cfg.blocks[cfg.blocks.index(block)] = dataclasses.replace(
-            block, **{k: v for k, v in sizes.items() if v is not None})
+        cfg.blocks[i] = dataclasses.replace(block, **{k: v for k, v in sizes.items() if v is not None})
     return cfg
 
 
