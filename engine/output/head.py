@@ -405,7 +405,8 @@ def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.Pa
     if ckpt.kind != "mia":
         raise HeadError(f"{ckpt.path}: is a {ckpt.kind!r} checkpoint; an ARKit head needs a MIA backbone")
     if keep_current and Path(out).is_file():
-        current = load_checkpoint(out)
+        same_file = Path(out).resolve() == ckpt.path.resolve()
+        current = ckpt if same_file else load_checkpoint(out)  # the recipe refits in place
         head = head_status(current).head
         if head is not None and head.backbone == backbone_fingerprint(ckpt.state_dict):
             return head
