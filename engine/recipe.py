@@ -83,6 +83,8 @@ class RecipeConfig:
     batch_size: int = 32
     jobs: int = 2
     blocks: list[BlockConfig] = field(default_factory=default_blocks)  # stages 2, 3, ...
+    polish_steps: int = 6000     # last stage: more steps on every block, no new data (0: none)
+    polish_lr: float = 2e-4
     model: dict = field(default_factory=dict)  # ModelConfig fields over its defaults (tests: tiny sizes)
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
@@ -99,7 +101,7 @@ class RecipeConfig:
     @property
     def paths(self) -> dict[str, Path]:
         root = Path(self.root)
-        names = ["train", "heldout", "heldout_wider", "newcaps", "run"]
+        names = ["train", "heldout", "heldout_wider", "newcaps", "run", "run_polish"]
         for b in self.blocks:
             names += [f"train_{b.name}", f"run_{b.name}"]
         return {k: root / k for k in names}
@@ -116,8 +118,18 @@ class RecipeConfig:
     @property
     def final_run(self) -> Path:
         """The run whose checkpoint is evaluated and shipped: the last stage's."""
+        if self.polish_steps > 0:
+            return self.paths["run_polish"]
         blocks = self.active_blocks
         return self.paths[f"run_{blocks[-1].name}" if blocks else "run"]
+
+    def training_data(self, blocks: list[BlockConfig]) -> list[Path]:
+        """Every capture of stage 1's block and of `blocks`."""
+        from engine.training.dataset import find_captures
+        data = find_captures(self.paths["train"])
+        for b in blocks:
+            data += find_captures(self.paths[f"train_{b.name}"])
+        return data
 
 
 def new_capture_plan(cfg: RecipeConfig) -> list[CaptureSpec]:
@@ -224,32 +236,47 @@ def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_ba
                  show_bar=show_bar)
 
 
-def block_train_config(cfg: RecipeConfig, block: BlockConfig, start: Path):
-    """A block's TrainConfig: the previous stage's weights, a fresh optimiser and its own schedule."""
+def finetune_config(cfg: RecipeConfig, run: Path, steps: int, lr: float, start: Path):
+    """A fine-tuning stage's TrainConfig: the previous stage's weights, a fresh optimiser and its
+    own schedule (x0.8 every steps / 10)."""
     from engine.training.config import TrainConfig
-    options = {**train_config(cfg).to_dict(), "steps": block.steps, "lr": block.lr,
-               "lr_step": 0, "init_from": str(start), "out_dir": str(cfg.paths[f"run_{block.name}"])}
+    options = {**train_config(cfg).to_dict(), "steps": steps, "lr": lr, "lr_step": 0,
+               "init_from": str(start), "out_dir": str(run)}
     return TrainConfig.from_dict(options)
+
+
+def finetune(cfg: RecipeConfig, run: Path, steps: int, lr: float, start: Path, data: list[Path],
+             log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
+    """Fine-tune `start` on `data` into `run`, resuming the run's checkpoint if there is one."""
+    from engine.training.trainer import train
+    resume = (run / "last.pt").is_file()
+    log(f"train: {steps} steps on {len(data)} captures, from {start} -> {run}"
+        + (" (resuming)" if resume else ""))
+    return train(finetune_config(cfg, run, steps, lr, start), data, run, progress, cancel,
+                 resume=resume, show_bar=show_bar)
 
 
 def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: Log, progress=None,
                       cancel=None, show_bar: bool = True) -> Path:
     """Fine-tune the previous stage's model on stage 1's block and every further block up to
     and including `block`."""
-    from engine.training.dataset import find_captures
-    from engine.training.trainer import train
     run = cfg.paths[f"run_{block.name}"]
     if finished_run(run, block.steps, log):
         return run / "last.pt"
-    resume = (run / "last.pt").is_file()
     blocks = cfg.active_blocks[:cfg.active_blocks.index(block) + 1]
-    data = find_captures(cfg.paths["train"])
-    for b in blocks:
-        data += find_captures(cfg.paths[f"train_{b.name}"])
-    log(f"train: {block.steps} steps on {len(data)} captures, from {start} -> {run}"
-        + (" (resuming)" if resume else ""))
-    return train(block_train_config(cfg, block, start), data, run, progress, cancel, resume=resume,
-                 show_bar=show_bar)
+    return finetune(cfg, run, block.steps, block.lr, start, cfg.training_data(blocks), log,
+                    progress, cancel, show_bar)
+
+
+def polish_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
+                 show_bar: bool = True) -> Path:
+    """The last stage: more steps on every block with a restarted schedule and no new data (the
+    stage-3 model did not fit even its own training people to 0.5x of neutral: it underfits)."""
+    run = cfg.paths["run_polish"]
+    if finished_run(run, cfg.polish_steps, log):
+        return run / "last.pt"
+    return finetune(cfg, run, cfg.polish_steps, cfg.polish_lr, start,
+                    cfg.training_data(cfg.active_blocks), log, progress, cancel, show_bar)
 
 
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
@@ -301,6 +328,9 @@ def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None
             make_block_data(cfg, block, log, progress)
         checkpoint = train_block_model(cfg, block, checkpoint, log, cancel=cancel,
                                        show_bar=stage_progress is not None)
+    if cfg.polish_steps > 0:
+        checkpoint = polish_model(cfg, checkpoint, log, cancel=cancel,
+                                  show_bar=stage_progress is not None)
     fit_head(cfg, checkpoint, log, bar)
     summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)
     out = cfg.final_run / "eval" / "summary.json"

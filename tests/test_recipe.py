@@ -18,6 +18,7 @@ def tiny_recipe(root: Path) -> RecipeConfig:
         heldout_identities=1, heldout_frames=4, steps=3, batch_size=2, jobs=1,
         blocks=[BlockConfig("wide", identities=2, frames=4, steps=2),
                 BlockConfig("wider", identities=2, captures=3, frames=3, spread="wider", steps=2, lr=1e-4)],
+        polish_steps=3, polish_lr=5e-5,
         model=ModelConfig.tiny().to_dict(),
         train={"augment": {"probability": 0.0}, "checkpoint_every": 100, "log_every": 1, "num_workers": 0})
 
@@ -48,12 +49,17 @@ def test_each_block_adds_new_people_in_its_own_spreads(recipe_run) -> None:
     assert wider["frames_per_capture"] == 3 and wider["captures_per_identity"] == 3
 
 
-def test_the_last_block_fine_tunes_the_one_before_and_is_evaluated(recipe_run) -> None:
+def test_each_stage_fine_tunes_the_one_before_and_the_polish_is_evaluated(recipe_run) -> None:
     cfg, checkpoint, summary, _ = recipe_run
-    assert checkpoint == cfg.final_run / "last.pt" == cfg.paths["run_wider"] / "last.pt"
-    ck = load_checkpoint(checkpoint)
-    assert ck.train_config["init_from"] == str(cfg.paths["run_wide"] / "last.pt")
-    assert ck.train_config["steps"] == 2 and ck.train_config["lr"] == pytest.approx(1e-4)
+    assert checkpoint == cfg.final_run / "last.pt" == cfg.paths["run_polish"] / "last.pt"
+    wider = load_checkpoint(cfg.paths["run_wider"] / "last.pt")
+    assert wider.train_config["init_from"] == str(cfg.paths["run_wide"] / "last.pt")
+    assert wider.train_config["steps"] == 2 and wider.train_config["lr"] == pytest.approx(1e-4)
+    polish = load_checkpoint(checkpoint)
+    assert polish.train_config["init_from"] == str(cfg.paths["run_wider"] / "last.pt")
+    assert polish.train_config["steps"] == 3 and polish.train_config["lr"] == pytest.approx(5e-5)
+    assert polish.training["step"] == 3
+    assert (cfg.paths["run_polish"] / "log.csv").read_text().count("\n") == 1 + 3  # one row a step
     saved = json.loads((cfg.final_run / "eval" / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     for world in ("heldout", "heldout_wider", "newcaps"):
@@ -68,7 +74,7 @@ def test_a_second_run_resumes_every_stage(recipe_run) -> None:
     logs: list[str] = []
     again, _ = run_recipe(cfg, logs.append)
     assert again == checkpoint
-    assert sum("nothing to do" in line for line in logs) == 3  # stage 1 and both blocks
+    assert sum("nothing to do" in line for line in logs) == 4  # stage 1, both blocks, the polish
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before
 
@@ -76,6 +82,7 @@ def test_a_second_run_resumes_every_stage(recipe_run) -> None:
 def test_inactive_blocks_are_skipped(tmp_path) -> None:
     cfg = tiny_recipe(tmp_path)
     cfg.blocks[1].identities = 0
+    cfg.polish_steps = 0
     assert [b.name for b in cfg.active_blocks] == ["wide"]
     assert cfg.final_run == cfg.paths["run_wide"]
     assert cfg.first_identity(cfg.blocks[0]) == 3

@@ -30,6 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--wider-identities", type=int,
                    help="stage 3: further identities in wider nuisance spreads (default 400; 0 skips stage 3)")
     p.add_argument("--wider-steps", type=int, help="stage 3: fine-tuning steps on all blocks (default 6000)")
+    p.add_argument("--polish-steps", type=int,
+                   help="last stage: more steps on all blocks, no new data (default 6000; 0 skips it)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p
@@ -40,7 +42,8 @@ def recipe_from_args(args):
 
     from engine.recipe import RecipeConfig
     given = {"root": None if args.root is None else str(args.root), "identities": args.identities,
-             "frames": args.frames, "steps": args.steps, "jobs": args.jobs}
+             "frames": args.frames, "steps": args.steps, "jobs": args.jobs,
+             "polish_steps": args.polish_steps}
     cfg = RecipeConfig(**{k: v for k, v in given.items() if v is not None})
     for i, block in enumerate(cfg.blocks):
         sizes = {"identities": getattr(args, f"{block.name}_identities", None),
