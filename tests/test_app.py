@@ -98,6 +98,7 @@ def test_open_capture_play_seek_and_screenshot(qtbot, window, sample, tmp_path):
     open_capture(qtbot, window, sample, frames=12)
     s = window.session
     assert s.source_info["kind"] == "capture" and s.frame_count == 24 and s.playing
+    assert s.model_info["backend"] == "onnx"  # a CPU machine with onnxruntime: B + G run there
     assert window.playback.slider.maximum() == 23
     assert s.subject_info["name"] == "id000" and s.subject_info["textured"]
     assert "texture" in window.neutral_panel._fields["mode"].text()
@@ -138,6 +139,17 @@ def test_open_capture_play_seek_and_screenshot(qtbot, window, sample, tmp_path):
     assert viewer_foreground(view) > 0.05, "the 3D viewer shows no face"
     numbers = window.status.fields["fps"].text()
     assert "fps" in numbers and window.status.fields["model"].text() == "tiny_model.pt"
+
+
+def test_a_model_onnxruntime_cannot_run_is_driven_in_torch(qtbot, window, sample, monkeypatch):
+    import engine.runtime.inference as inference
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("onnxruntime cannot run this graph")
+    monkeypatch.setattr(inference, "_OnnxRunner", refuse)
+    open_capture(qtbot, window, sample, frames=3)
+    assert window.session.model_info["backend"] == "torch"
+    assert window.presenter.last.mesh is not None
 
 
 def test_view_modes_and_click_to_seek(qtbot, window, sample, tmp_path):

@@ -180,3 +180,23 @@ def test_fake_headset_serves_a_capture(sample):
     from app.fake_headset import capture_frames
     frames = capture_frames(Path(sample.capture))
     assert frames(2, 0).shape == (48, 48) and frames(0, 25).dtype == np.uint8
+
+
+def test_compact_ground_truth_is_computed_once_per_frame(synth_dataset, tmp_path):
+    """A compact capture's meshes are recomputed from the face model; looped playback reuses them."""
+    import shutil
+    capture = tmp_path / "id001_c00"
+    shutil.copytree(synth_dataset / "captures" / "id001_c00", capture)
+    stored = np.load(capture / "meshes.npy")
+    (capture / "meshes.npy").unlink()
+    src = CaptureSource(capture)
+    try:
+        assert src.has_ground_truth
+        first = [src.read().ground_truth for _ in range(len(src))]
+        src.seek(0)
+        again = [src.read().ground_truth for _ in range(len(src))]
+    finally:
+        src.close()
+    np.testing.assert_array_equal(np.stack(first), stored)
+    assert all(a is b for a, b in zip(first, again))  # the second loop computed nothing
+    assert not first[0].flags.writeable  # shared between frames: nobody may change it

@@ -251,8 +251,8 @@ class InferenceEngine:
                                   "engine drives MIA checkpoints (and the PS baseline with the torch backend)")
         self.backend, self.threads = backend, threads
         self.device = device if backend == "torch" else "cpu"
+        torch.set_num_threads(threads)  # the avatar decoders D_j run in torch with either backend
         if backend == "torch":
-            torch.set_num_threads(threads)
             runner = _PSRunner if self.checkpoint.kind == "ps" else _TorchRunner
             self._runner: _TorchRunner | _PSRunner | _OnnxRunner = runner(self.checkpoint, device)
         else:

@@ -95,6 +95,8 @@ class FrameSource(Protocol):
 
 # --------------------------------------------------------------------------- recorded captures
 
+GT_CACHE_FRAMES = 512  # ~46 MB of 7,492-vertex meshes
+
 class CaptureSource:
     """A capture folder played frame by frame; ground truth from its meshes.npy when present."""
 
@@ -111,9 +113,26 @@ class CaptureSource:
         self.subject_id: str | None = meta.subject_id
         self.headset_id: str | None = meta.headset_id
         self.position = 0
+        self._truth: dict[int, np.ndarray] = {}  # computed ground truth, kept for looped playback
 
     def __len__(self) -> int:
         return len(self.capture)
+
+    def _ground_truth(self, i: int) -> np.ndarray | None:
+        """Frame i's mesh. Compact ground truth is recomputed from the face model (a few ms a frame,
+        paid again on every loop of a capture): the first GT_CACHE_FRAMES are kept, read-only."""
+        meshes = self.capture.meshes
+        if meshes is None:
+            return None
+        if isinstance(meshes, np.ndarray):  # meshes.npy, memory-mapped: reading is cheap
+            return np.array(meshes[i], np.float32)
+        mesh = self._truth.get(i)
+        if mesh is None:
+            mesh = np.array(meshes[i], np.float32)
+            mesh.setflags(write=False)
+            if len(self._truth) < GT_CACHE_FRAMES:
+                self._truth[i] = mesh
+        return mesh
 
     @property
     def has_ground_truth(self) -> bool:
@@ -131,12 +150,10 @@ class CaptureSource:
         if i >= len(self):
             return None
         images = self.capture.frame(i)
-        meshes = self.capture.meshes
         stamps = self.capture.timestamps
         self.position = i + 1
         return SourceFrame(images, i, float(stamps[i]) if stamps is not None else i / self.fps,
-                           None if meshes is None else np.array(meshes[i], np.float32),
-                           (RECORDED, RECORDED, RECORDED))
+                           self._ground_truth(i), (RECORDED, RECORDED, RECORDED))
 
     def close(self) -> None:
         self.capture.close()
