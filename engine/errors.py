@@ -40,3 +40,7 @@ class ExportError(MiaError, RuntimeError):
 
 class AvatarError(MiaError, ValueError):
     """A person-specific avatar (decoder D_i) is missing, corrupt, or does not fit its subject's data."""
+
+
+class OutputError(MiaError, ValueError):
+    """A bad output setting (host, port, weight source) or a network problem, with a message for the user."""

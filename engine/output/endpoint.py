@@ -10,11 +10,11 @@ import re
 import socket
 from dataclasses import dataclass
 
+from engine.errors import OutputError
+
+__all__ = ["Endpoint", "OutputError", "check_endpoint", "open_udp", "resolve"]
+
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-
-
-class OutputError(ValueError):
-    """A bad output setting (host, port) or a network problem, with a message for the user."""
 
 
 @dataclass(frozen=True)
