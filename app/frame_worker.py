@@ -28,6 +28,7 @@ from app.subjects import NeutralSource, SubjectSpec
 from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, OpenSource, Play, Quit, Refresh,
                                  ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
                                  Step, SubjectSet, TargetsSet, Wake)
+from engine.mesh_normals import TopologyNormals
 from engine.runtime.sources import FrameSource, SourceFrame, open_source
 
 __all__ = ["FrameBundle", "FrameWorker"]  # FrameBundle lives in app/worker_protocol.py
@@ -67,6 +68,7 @@ class FrameWorker(QThread):
         self.source: FrameSource | None = None
         self.engine: Any = None
         self._masks: RegionMeans | None = None
+        self._normals: TopologyNormals | None = None
         self._subject_override: SubjectSpec | None = None
         self._targets: list[SubjectSpec] = []
         self._rois: list = [None, None, None]
@@ -206,6 +208,7 @@ class FrameWorker(QThread):
             return
         self.engine = engine
         self._masks = _region_masks(engine)
+        self._normals = _topology_normals(engine)
         engine.set_rois(self._rois)
         info = engine.info()
         self.model_loaded.emit(info)
@@ -393,6 +396,9 @@ class FrameWorker(QThread):
         bundle.embedding = result.embedding
         bundle.targets = {name: (t.mesh, t.texture) for name, t in result.targets.items()}
         gt = frame.ground_truth
+        if self._normals is not None:
+            bundle.normals = _normals_of(self._normals, {"mesh": result.mesh, "ground_truth": gt})
+            bundle.target_normals = _normals_of(self._normals, {n: t.mesh for n, t in result.targets.items()})
         if gt is not None and gt.shape == result.mesh.shape:
             bundle.vertex_error = np.linalg.norm(result.mesh - gt, axis=1).astype(np.float32)
             if self._masks is not None:
@@ -482,6 +488,21 @@ def _region_masks(engine: Any) -> RegionMeans | None:
     except Exception as err:
         LOG.warning("no region masks: %s", err)
         return None
+
+
+def _topology_normals(engine: Any) -> TopologyNormals | None:
+    """Vertex normals of the model's mesh topology, for the GUI's lighting (None: no triangles known)."""
+    try:
+        from engine.facemodel import load_face_model
+        fm = load_face_model()
+        return TopologyNormals(fm.topology.faces) if fm.uses_topology(engine.checkpoint.topology) else None
+    except Exception as err:
+        LOG.warning("no worker-side normals: %s", err)
+        return None
+
+
+def _normals_of(normals: TopologyNormals, meshes: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+    return {k: n for k, m in meshes.items() if (n := normals(m)) is not None}
 
 
 def _spec_key(spec: SubjectSpec | None) -> tuple | None:

@@ -443,7 +443,8 @@ class MainWindow(QMainWindow):
         if not shown:
             self.viewer.set_ground_truth(None)
         elif self.presenter.last is not None:
-            self.viewer.set_ground_truth(self.presenter.last.ground_truth)
+            last = self.presenter.last
+            self.viewer.set_ground_truth(last.ground_truth, last.normals.get("ground_truth"))
 
     def _toggle_play(self) -> None:
         if not self.session.live:

@@ -75,14 +75,14 @@ class FramePresenter:
             return
         self.last = bundle
         if bundle.mesh is not None:
-            self.viewer.set_mesh(bundle.mesh, bundle.texture)
+            self.viewer.set_mesh(bundle.mesh, bundle.texture, bundle.normals.get("mesh"))
             gt = bundle.ground_truth if self.show_ground_truth else None
             if gt is not None or self.viewer.ground_truth_shown:
-                self.viewer.set_ground_truth(gt)
+                self.viewer.set_ground_truth(gt, bundle.normals.get("ground_truth"))
             if self.viewer.mode == "error":
                 self.viewer.set_error(bundle.vertex_error, self.error_scale_mm)
         if bundle.targets and self.grid.isVisible():
-            self.grid.set_meshes(bundle.targets)
+            self.grid.set_meshes(bundle.targets, bundle.target_normals)
         if not bundle.live:
             self.playback.set_frame(bundle.index)
         self.latency.add_sample(bundle.infer_ms, self.render_ms, fps, redraw=False)
@@ -94,7 +94,7 @@ class FramePresenter:
     def show_hidden(self, errors: ErrorHistory) -> None:
         """Bring views that were hidden (and so skipped) up to date with the last frame."""
         if self.last is not None and self.last.targets and self.grid.isVisible():
-            self.grid.set_meshes(self.last.targets)
+            self.grid.set_meshes(self.last.targets, self.last.target_normals)
         self.refresh_plots(errors)
 
     def refresh_plots(self, errors: ErrorHistory) -> None:

@@ -174,6 +174,10 @@ class FrameBundle:
     code: np.ndarray | None = None
     embedding: np.ndarray | None = None  # (E,) the identity-free expression code e (the ARKit head reads it)
     targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    # smooth vertex normals computed by the worker (on the GUI thread lighting costs ~2 ms a face):
+    # of "mesh" and "ground_truth", and of each target by name; absent when not in this topology
+    normals: dict[str, np.ndarray] = field(default_factory=dict)
+    target_normals: dict[str, np.ndarray] = field(default_factory=dict)
     vertex_error: np.ndarray | None = None  # (V,) mm, ||pred - gt|| per vertex
     region_error: dict[str, float] | None = None  # region -> mean mm
     read_ms: float = 0.0

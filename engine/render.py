@@ -19,9 +19,9 @@ import os
 import threading
 
 import numpy as np
-import scipy.sparse as sp
 
 from engine.camera import PinholeCamera
+from engine.mesh_normals import vertex_normal_operator, vertex_normals
 
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
@@ -115,20 +115,6 @@ void main() {
     color = vec4(a * (light.x * diff + light.y) + light.z * spec * vis, 1.0, 1.0, 1.0);
 }
 """
-
-
-def vertex_normal_operator(faces: np.ndarray, n_verts: int) -> sp.csr_matrix:
-    """Sparse (V, F) incidence so that vertex normals are one matrix product per frame."""
-    rows = faces.ravel()
-    cols = np.repeat(np.arange(len(faces)), 3)
-    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_verts, len(faces)))
-
-
-def vertex_normals(verts: np.ndarray, faces: np.ndarray, op: sp.csr_matrix) -> np.ndarray:
-    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
-    fn = np.cross(v1 - v0, v2 - v0)  # area-weighted
-    n = op @ fn
-    return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-8)).astype(np.float32)
 
 
 _local = threading.local()

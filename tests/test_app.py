@@ -105,6 +105,9 @@ def test_open_capture_play_seek_and_screenshot(qtbot, window, sample, tmp_path):
     last = frames.last
     assert last.mesh.shape == last.ground_truth.shape == (window.topology.vertex_count, 3)
     assert last.texture is not None and last.vertex_error is not None
+    assert set(last.normals) == {"mesh", "ground_truth"}  # lit off the GUI thread
+    drawn = window.viewer._driven.visual.mesh_data.get_vertex_normals(indexed="faces")
+    np.testing.assert_array_equal(drawn, window.presenter.last.normals["mesh"])  # the worker's, not recomputed
     assert set(last.region_error) == {"eyes", "mouth", "face"}
     assert window.viewer.ground_truth_shown
     assert [window.hmc.camera_state(c) for c in range(3)] == ["recorded"] * 3

@@ -112,6 +112,23 @@ def test_widgets_do_not_import_torch_or_engine():
                 assert name.split(".")[0] not in ("torch", "engine"), f"{path.name} imports {name}"
 
 
+def test_normals_from_the_frame_worker_light_faces_as_the_widget_would():
+    """The studio's worker computes vertex normals off the GUI thread; a face lit with them must
+    look exactly as one whose normals the widget computes itself, and they are not computed twice."""
+    from engine.mesh_normals import TopologyNormals
+    from widgets.face_mesh import FaceMeshData, face_to_vertex
+    vertices, faces, _ = dome_mesh(n=30)
+    vertices = vertices + np.random.default_rng(0).normal(0, 0.3, vertices.shape).astype(np.float32)
+    op = face_to_vertex(faces, len(vertices))
+    own = FaceMeshData(vertices, faces, op, per_vertex=True).get_vertex_normals(indexed="faces")
+    given = TopologyNormals(faces)(vertices)
+    np.testing.assert_allclose(given, own, atol=1e-5)
+    data = FaceMeshData(vertices, faces, None, per_vertex=True, normals=given)  # no operator: cannot compute
+    assert data.get_vertex_normals(indexed="faces") is given
+    corners = FaceMeshData(vertices, faces, None, per_vertex=False, normals=given).get_vertex_normals("faces")
+    np.testing.assert_array_equal(corners, given[faces])
+
+
 # -- HMC views -------------------------------------------------------------------------------
 @gui
 def test_hmc_views_show_frames_states_and_roi(qtbot):

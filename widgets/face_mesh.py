@@ -84,15 +84,16 @@ class FaceMeshData(MeshData):
     ``normal_op`` is ``face_to_vertex(faces, len(vertices))``. ``per_vertex`` says how the visual
     draws: through an index buffer (True: ``get_vertex_normals(indexed='faces')``, which vispy's
     shading filter uploads, gives one normal per vertex) or as face corners (False: three per face,
-    as in MeshData).
+    as in MeshData). ``normals`` (V, 3), when given, are those smooth normals already computed
+    (the studio's frame worker computes them off the GUI thread).
     """
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray, normal_op, per_vertex: bool,
-                 vertex_colors: np.ndarray | None = None) -> None:
+                 vertex_colors: np.ndarray | None = None, normals: np.ndarray | None = None) -> None:
         super().__init__(vertices=vertices, faces=faces, vertex_colors=vertex_colors)
         self.normal_op = normal_op
         self.per_vertex = per_vertex
-        self.smooth_normals: np.ndarray | None = None
+        self.smooth_normals: np.ndarray | None = normals
         self.drawn_normals: np.ndarray | None = None
 
     def get_vertex_normals(self, indexed: str | None = None) -> np.ndarray:
@@ -265,6 +266,7 @@ class FaceMesh:
         self._normal_op = None
         self._n_vertices = 0
         self._vertices: np.ndarray | None = None
+        self._normals: np.ndarray | None = None  # given with the vertices, else computed here
         self._colors: np.ndarray | None = None
         self._mode = "shaded"
         self._has_texture = False
@@ -327,10 +329,11 @@ class FaceMesh:
             self._texture_filter.set_texcoords(self._uvs[self._faces])
 
     # -- per-frame data -------------------------------------------------------------------
-    def set_vertices(self, vertices: np.ndarray | None) -> None:
-        """Replace vertex positions (V, 3) in mm; None hides the mesh."""
+    def set_vertices(self, vertices: np.ndarray | None, normals: np.ndarray | None = None) -> None:
+        """Replace vertex positions (V, 3) in mm; None hides the mesh. ``normals``: their smooth
+        unit normals when already computed (else computed here, on the drawing thread)."""
         if vertices is None:
-            self._vertices = None
+            self._vertices = self._normals = None
             self.visual.visible = False
             return
         vertices = np.asarray(vertices, dtype=np.float32)
@@ -340,6 +343,8 @@ class FaceMesh:
             raise ValueError(f"vertices must be (V, 3) with V >= {self._n_vertices} for this "
                              f"topology, got {vertices.shape}")
         self._vertices = vertices
+        self._normals = None if normals is None or len(normals) < self._n_vertices else \
+            np.asarray(normals[: self._n_vertices], np.float32)
         self.visual.visible = True
         self._refresh()
 
@@ -405,11 +410,12 @@ class FaceMesh:
             colors = None  # stale colours from a different vertex count: show plain skin
         n = self._n_vertices  # vertices beyond the faces' range are never drawn
         self._show(self._vertices[:n], self._faces, self._normal_op, None if colors is None else colors[:n],
-                   WHITE_RGBA if textured else SKIN_RGBA)
+                   WHITE_RGBA if textured else SKIN_RGBA, self._normals)
 
     def _show(self, vertices: np.ndarray, faces: np.ndarray, normal_op, colors: np.ndarray | None,
-              color: tuple) -> None:
-        self.visual.set_data(FaceMeshData(vertices, faces, normal_op, self.visual.draws_indexed, colors), color)
+              color: tuple, normals: np.ndarray | None = None) -> None:
+        self.visual.set_data(FaceMeshData(vertices, faces, normal_op, self.visual.draws_indexed, colors,
+                                          normals), color)
 
     # -- lighting ---------------------------------------------------------------------------
     def set_light_dir(self, direction: np.ndarray) -> None:

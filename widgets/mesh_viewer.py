@@ -77,17 +77,19 @@ class MeshViewer(QWidget):
         self._apply_mode()
         self._set_gt_shown(False)
 
-    def set_mesh(self, vertices: np.ndarray, texture: np.ndarray | None = None) -> None:
-        """Show the driven mesh (V, 3) mm; texture (h, w[, 3]) uint8/float or None (none)."""
-        self._driven.set_vertices(vertices)
+    def set_mesh(self, vertices: np.ndarray, texture: np.ndarray | None = None,
+                 normals: np.ndarray | None = None) -> None:
+        """Show the driven mesh (V, 3) mm; texture (h, w[, 3]) uint8/float or None (none); its
+        vertex normals when already computed."""
+        self._driven.set_vertices(vertices, normals)
         self._driven.set_texture(texture)
         if self._needs_framing:
             self.reset_camera()
         self.canvas.update()
 
-    def set_ground_truth(self, vertices: np.ndarray | None) -> None:
+    def set_ground_truth(self, vertices: np.ndarray | None, normals: np.ndarray | None = None) -> None:
         """Show the ground-truth mesh beside the driven one; None removes that view."""
-        self._gt.set_vertices(vertices)
+        self._gt.set_vertices(vertices, normals)
         self._set_gt_shown(vertices is not None)
         self.canvas.update()
 

@@ -122,14 +122,17 @@ class RetargetGrid(QWidget):
             cell.mesh.set_topology(self._faces, self._uvs)
         self._needs_framing = True
 
-    def set_meshes(self, meshes: Mapping[str, MeshAndTexture]) -> None:
-        """Per target: (vertices (V, 3) mm, texture or None). Unticked names are ignored."""
+    def set_meshes(self, meshes: Mapping[str, MeshAndTexture],
+                   normals: Mapping[str, np.ndarray] | None = None) -> None:
+        """Per target: (vertices (V, 3) mm, texture or None), and their vertex normals by name when
+        already computed. Unticked names are ignored."""
         textured = self.textured_check.isChecked()
+        normals = normals or {}
         for name, (vertices, texture) in meshes.items():
             cell = self._cells.get(name)
             if cell is None:
                 continue
-            cell.mesh.set_vertices(vertices)
+            cell.mesh.set_vertices(vertices, normals.get(name))
             cell.mesh.set_texture(texture if textured else None)
         if self._needs_framing and self._shown:
             self.reset_camera()
