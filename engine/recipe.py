@@ -8,7 +8,9 @@ Training has stages: stage 1 on the first block of identities, then each further
 (`RecipeConfig.blocks`) adds new people and fine-tunes the previous stage's model on every block so
 far (stage 1 alone plateaued on new people while its training loss still fell: more people, not
 more passes, is what helps; stage 3's block also widens the nuisance spreads, because the stage-2
-model failed on the held-out captures with the largest head-in-headset offsets).
+model failed on the held-out captures with the largest head-in-headset offsets). The last stage,
+the polish, adds no data: it trains the last block's model for more steps on every block with a
+restarted schedule, because the stage-3 model did not fit even its own training people to 0.5x.
 
 Worlds and seeds (none of the evaluation seeds is used by any training world):
     train/         `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
@@ -18,7 +20,8 @@ Worlds and seeds (none of the evaluation seeds is used by any training world):
     newcaps/       new captures of trained identities that have avatars: a new session in a known
                    headset, and a new headset unit + appearance + environment (the paper's Table 2
                    setting); the demo capture is one of them
-    run/, run_<block>/  the training runs of stage 1 and of each block (the last one is shipped)
+    run/, run_<block>/  the training runs of stage 1 and of each block
+    run_polish/    the polish stage's run (shipped; without a polish, the last block's run is)
 """
 from __future__ import annotations
 

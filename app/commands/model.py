@@ -2,7 +2,8 @@
 
 Stages: render the synthetic worlds, train the avatar decoders of a few identities, train MIA,
 then for each further block (stages 2 and 3) render new identities and fine-tune MIA on every
-block so far, evaluate it on held-out identities and new captures, and bundle it with a demo
+block so far, polish it (more steps on all blocks, no new data), fit the ARKit head, evaluate it
+on held-out identities and new captures, and bundle it with a demo
 capture and subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
 the training checkpoint are kept and the run continues from them.
 """
