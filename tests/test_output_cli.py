@@ -284,8 +284,11 @@ def test_bad_camera_options_are_one_clear_line(tmp_path, args, words):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stream_stops_cleanly_on_ctrl_c(tmp_path, livelink, sig):
+    # a shell's background job (`make test &`) ignores SIGINT and its children inherit that, so the
+    # child gets Ctrl-C's default disposition back, as it has when run from a terminal
     proc = subprocess.Popen(mia_command("stream", str(DEMO), "--loop", "--livelink", f"127.0.0.1:{livelink.port}"),
-                            cwd=ROOT, env=mia_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=mia_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_for(lambda: len(livelink.packets) >= 3 or proc.poll() is not None, timeout=TIMEOUT_S)
         assert proc.poll() is None, proc.communicate()
