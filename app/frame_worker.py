@@ -207,8 +207,7 @@ class FrameWorker(QThread):
             self.model_failed.emit(report(err, f"cannot load the model {path}"))
             return
         self.engine = engine
-        self._masks = _region_masks(engine)
-        self._normals = _topology_normals(engine)
+        self._masks, self._normals = _topology_helpers(engine)
         engine.set_rois(self._rois)
         info = engine.info()
         self.model_loaded.emit(info)
@@ -479,26 +478,18 @@ class RegionMeans:
         return {r: float(v) for r, v in zip(self.regions, means)}
 
 
-def _region_masks(engine: Any) -> RegionMeans | None:
-    """The face model's eyes/mouth/face region means when the model uses its topology."""
+def _topology_helpers(engine: Any) -> tuple[RegionMeans | None, TopologyNormals | None]:
+    """The face model's eyes/mouth/face region means and its vertex normals (for the GUI's
+    lighting), when the model uses its topology; (None, None) otherwise."""
     try:
         from engine.facemodel import load_face_model
         fm = load_face_model()
-        return RegionMeans(fm.region_masks) if fm.uses_topology(engine.checkpoint.topology) else None
+        if not fm.uses_topology(engine.checkpoint.topology):
+            return None, None
+        return RegionMeans(fm.region_masks), TopologyNormals(fm.topology.faces)
     except Exception as err:
-        LOG.warning("no region masks: %s", err)
-        return None
-
-
-def _topology_normals(engine: Any) -> TopologyNormals | None:
-    """Vertex normals of the model's mesh topology, for the GUI's lighting (None: no triangles known)."""
-    try:
-        from engine.facemodel import load_face_model
-        fm = load_face_model()
-        return TopologyNormals(fm.topology.faces) if fm.uses_topology(engine.checkpoint.topology) else None
-    except Exception as err:
-        LOG.warning("no worker-side normals: %s", err)
-        return None
+        LOG.warning("no region masks or worker-side normals: %s", err)
+        return None, None
 
 
 def _normals_of(normals: TopologyNormals, meshes: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
