@@ -137,7 +137,7 @@ class Capture:
         gaze.npy, as a lazily indexed CompactMeshes; None when the capture lacks any of them."""
         from engine.synth.ground_truth import IDENTITY_FIELD, CompactMeshes
         weights = self.meta.provenance.get(IDENTITY_FIELD)
-        blendshapes, gaze = self._load("blendshapes"), self._load("gaze")
+        blendshapes, gaze = self.blendshapes, self.gaze
         if weights is None or blendshapes is None or gaze is None:
             return None
         try:
