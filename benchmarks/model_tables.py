@@ -1,6 +1,6 @@
 """The paper's tables for the shipped model, on worlds no training saw (after `make model`).
 
-Uses the recipe's folders (engine/recipe.py, default data/model): the final stage's checkpoint (run_polish/last.pt),
+Uses the recipe's folders (engine/recipe.py, default data/model): the final stage's checkpoint (run_finish/last.pt),
 heldout/ (identities, headsets and sessions of seed TEST_SEED) and newcaps/ (new captures of trained
 identities). Trains the person-specific (PS) baseline of one trained identity on that identity's own
 training captures for the MIA-vs-PS comparison (cached in run_ps/). Prints Markdown tables:
@@ -106,7 +106,7 @@ def correspondence(engine, heldout: Path, pairs: list[tuple[str, str]]) -> tuple
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=ROOT / "data" / "model")
-    ap.add_argument("--checkpoint", type=Path, help="default: the recipe's final run (ROOT/run_polish/last.pt)")
+    ap.add_argument("--checkpoint", type=Path, help="default: the recipe's final run (ROOT/run_finish/last.pt)")
     ap.add_argument("--ps-subject", default="id001")
     ap.add_argument("--ps-steps", type=int, default=1500)
     ap.add_argument("--out", type=Path, help="also write the tables and numbers here (.md and .json)")

@@ -11,6 +11,11 @@ more passes, is what helps; stage 3's block also widens the nuisance spreads, be
 model failed on the held-out captures with the largest head-in-headset offsets). The last stage,
 the polish, adds no data: it trains the last block's model for more steps on every block with a
 restarted schedule, because the stage-3 model did not fit even its own training people to 0.5x.
+The finish then trains the polished model for a few thousand steps more *without* the 3D
+augmentation layer (2-D jitter stays): at 1,200 identities and 3,200 rendered captures the real
+headset variety is in the data, and the re-rendered samples, which earlier stages needed, only
+shift the inputs (measured in docs/results.md: better on new people and new captures; a wider
+augmentation instead was worse).
 
 Worlds and seeds (none of the evaluation seeds is used by any training world):
     train/         `training_world()`: many identities, two short captures each (seed TRAIN_SEED)
@@ -21,7 +26,8 @@ Worlds and seeds (none of the evaluation seeds is used by any training world):
                    headset, and a new headset unit + appearance + environment (the paper's Table 2
                    setting); the demo capture is one of them
     run/, run_<block>/  the training runs of stage 1 and of each block
-    run_polish/    the polish stage's run (shipped; without a polish, the last block's run is)
+    run_polish/    the polish stage's run
+    run_finish/    the finish stage's run (shipped; without it the polish's, or the last block's)
 """
 from __future__ import annotations
 
@@ -88,6 +94,8 @@ class RecipeConfig:
     blocks: list[BlockConfig] = field(default_factory=default_blocks)  # stages 2, 3, ...
     polish_steps: int = 6000     # last stage: more steps on every block, no new data (0: none)
     polish_lr: float = 2e-4
+    finish_steps: int = 3000     # then more steps without the 3D augmentation layer (0: none)
+    finish_lr: float = 1.5e-4
     model: dict = field(default_factory=dict)  # ModelConfig fields over its defaults (tests: tiny sizes)
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
@@ -104,7 +112,7 @@ class RecipeConfig:
     @property
     def paths(self) -> dict[str, Path]:
         root = Path(self.root)
-        names = ["train", "heldout", "heldout_wider", "newcaps", "run", "run_polish"]
+        names = ["train", "heldout", "heldout_wider", "newcaps", "run", "run_polish", "run_finish"]
         for b in self.blocks:
             names += [f"train_{b.name}", f"run_{b.name}"]
         return {k: root / k for k in names}
@@ -121,6 +129,8 @@ class RecipeConfig:
     @property
     def final_run(self) -> Path:
         """The run whose checkpoint is evaluated and shipped: the last stage's."""
+        if self.finish_steps > 0:
+            return self.paths["run_finish"]
         if self.polish_steps > 0:
             return self.paths["run_polish"]
         blocks = self.active_blocks
@@ -239,23 +249,26 @@ def train_model(cfg: RecipeConfig, log: Log, progress=None, cancel=None, show_ba
                  show_bar=show_bar)
 
 
-def finetune_config(cfg: RecipeConfig, run: Path, steps: int, lr: float, start: Path):
+def finetune_config(cfg: RecipeConfig, run: Path, steps: int, lr: float, start: Path,
+                    augment: dict | None = None):
     """A fine-tuning stage's TrainConfig: the previous stage's weights, a fresh optimiser and its
-    own schedule (x0.8 every steps / 10)."""
+    own schedule (x0.8 every steps / 10); `augment` replaces the recipe's 3D augmentation options."""
     from engine.training.config import TrainConfig
     options = {**train_config(cfg).to_dict(), "steps": steps, "lr": lr, "lr_step": 0,
                "init_from": str(start), "out_dir": str(run)}
+    if augment is not None:
+        options["augment"] = augment
     return TrainConfig.from_dict(options)
 
 
 def finetune(cfg: RecipeConfig, run: Path, steps: int, lr: float, start: Path, data: list[Path],
-             log: Log, progress=None, cancel=None, show_bar: bool = True) -> Path:
+             log: Log, progress=None, cancel=None, show_bar: bool = True, augment: dict | None = None) -> Path:
     """Fine-tune `start` on `data` into `run`, resuming the run's checkpoint if there is one."""
     from engine.training.trainer import train
     resume = (run / "last.pt").is_file()
     log(f"train: {steps} steps on {len(data)} captures, from {start} -> {run}"
         + (" (resuming)" if resume else ""))
-    return train(finetune_config(cfg, run, steps, lr, start), data, run, progress, cancel,
+    return train(finetune_config(cfg, run, steps, lr, start, augment), data, run, progress, cancel,
                  resume=resume, show_bar=show_bar)
 
 
@@ -273,13 +286,25 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
 
 def polish_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
                  show_bar: bool = True) -> Path:
-    """The last stage: more steps on every block with a restarted schedule and no new data (the
+    """More steps on every block with a restarted schedule and no new data (the
     stage-3 model did not fit even its own training people to 0.5x of neutral: it underfits)."""
     run = cfg.paths["run_polish"]
     if finished_run(run, cfg.polish_steps, log):
         return run / "last.pt"
     return finetune(cfg, run, cfg.polish_steps, cfg.polish_lr, start,
                     cfg.training_data(cfg.active_blocks), log, progress, cancel, show_bar)
+
+
+def finish_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
+                 show_bar: bool = True) -> Path:
+    """After the polish: more steps on every block without the 3D augmentation layer (see the
+    module docstring for why)."""
+    run = cfg.paths["run_finish"]
+    if finished_run(run, cfg.finish_steps, log):
+        return run / "last.pt"
+    return finetune(cfg, run, cfg.finish_steps, cfg.finish_lr, start,
+                    cfg.training_data(cfg.active_blocks), log, progress, cancel, show_bar,
+                    augment={"enabled": False})
 
 
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
@@ -333,6 +358,9 @@ def run_recipe(cfg: RecipeConfig, log: Log, stage_progress: StageProgress | None
                                        show_bar=stage_progress is not None)
     if cfg.polish_steps > 0:
         checkpoint = polish_model(cfg, checkpoint, log, cancel=cancel,
+                                  show_bar=stage_progress is not None)
+    if cfg.finish_steps > 0:
+        checkpoint = finish_model(cfg, checkpoint, log, cancel=cancel,
                                   show_bar=stage_progress is not None)
     fit_head(cfg, checkpoint, log, bar)
     summary = evaluate_model(checkpoint, cfg, cfg.final_run / "eval", log)

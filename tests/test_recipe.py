@@ -18,9 +18,9 @@ def tiny_recipe(root: Path) -> RecipeConfig:
         heldout_identities=1, heldout_frames=4, steps=3, batch_size=2, jobs=1,
         blocks=[BlockConfig("wide", identities=2, frames=4, steps=2),
                 BlockConfig("wider", identities=2, captures=3, frames=3, spread="wider", steps=2, lr=1e-4)],
-        polish_steps=3, polish_lr=5e-5,
+        polish_steps=3, polish_lr=5e-5, finish_steps=2, finish_lr=4e-5,
         model=ModelConfig.tiny().to_dict(),
-        train={"augment": {"probability": 0.0}, "checkpoint_every": 100, "log_every": 1, "num_workers": 0})
+        train={"augment": {"probability": 0.5, "rot_deg": 2.0}, "checkpoint_every": 100, "log_every": 1, "num_workers": 0})
 
 
 def subjects(folder: Path) -> set[str]:
@@ -49,17 +49,23 @@ def test_each_block_adds_new_people_in_its_own_spreads(recipe_run) -> None:
     assert wider["frames_per_capture"] == 3 and wider["captures_per_identity"] == 3
 
 
-def test_each_stage_fine_tunes_the_one_before_and_the_polish_is_evaluated(recipe_run) -> None:
+def test_each_stage_fine_tunes_the_one_before_and_the_finish_is_evaluated(recipe_run) -> None:
     cfg, checkpoint, summary, _ = recipe_run
-    assert checkpoint == cfg.final_run / "last.pt" == cfg.paths["run_polish"] / "last.pt"
+    assert checkpoint == cfg.final_run / "last.pt" == cfg.paths["run_finish"] / "last.pt"
     wider = load_checkpoint(cfg.paths["run_wider"] / "last.pt")
     assert wider.train_config["init_from"] == str(cfg.paths["run_wide"] / "last.pt")
     assert wider.train_config["steps"] == 2 and wider.train_config["lr"] == pytest.approx(1e-4)
-    polish = load_checkpoint(checkpoint)
+    polish = load_checkpoint(cfg.paths["run_polish"] / "last.pt")
     assert polish.train_config["init_from"] == str(cfg.paths["run_wider"] / "last.pt")
     assert polish.train_config["steps"] == 3 and polish.train_config["lr"] == pytest.approx(5e-5)
+    assert polish.train_config["augment"] == {"probability": 0.5, "rot_deg": 2.0}
     assert polish.training["step"] == 3
     assert (cfg.paths["run_polish"] / "log.csv").read_text().count("\n") == 1 + 3  # one row a step
+    finish = load_checkpoint(checkpoint)  # the polished model, without the 3D augmentation layer
+    assert finish.train_config["init_from"] == str(cfg.paths["run_polish"] / "last.pt")
+    assert finish.train_config["steps"] == 2 and finish.train_config["lr"] == pytest.approx(4e-5)
+    assert finish.train_config["augment"] == {"enabled": False}
+    assert finish.training["step"] == 2
     saved = json.loads((cfg.final_run / "eval" / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     for world in ("heldout", "heldout_wider", "newcaps"):
@@ -74,7 +80,7 @@ def test_a_second_run_resumes_every_stage(recipe_run) -> None:
     logs: list[str] = []
     again, _ = run_recipe(cfg, logs.append)
     assert again == checkpoint
-    assert sum("nothing to do" in line for line in logs) == 4  # stage 1, both blocks, the polish
+    assert sum("nothing to do" in line for line in logs) == 5  # stage 1, both blocks, polish, finish
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before
 
@@ -83,6 +89,8 @@ def test_inactive_blocks_are_skipped(tmp_path) -> None:
     cfg = tiny_recipe(tmp_path)
     cfg.blocks[1].identities = 0
     cfg.polish_steps = 0
+    assert cfg.final_run == cfg.paths["run_finish"]  # the finish still runs, on the last block's model
+    cfg.finish_steps = 0
     assert [b.name for b in cfg.active_blocks] == ["wide"]
     assert cfg.final_run == cfg.paths["run_wide"]
     assert cfg.first_identity(cfg.blocks[0]) == 3

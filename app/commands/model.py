@@ -2,7 +2,8 @@
 
 Stages: render the synthetic worlds, train the avatar decoders of a few identities, train MIA,
 then for each further block (stages 2 and 3) render new identities and fine-tune MIA on every
-block so far, polish it (more steps on all blocks, no new data), fit the ARKit head, evaluate it
+block so far, polish it (more steps on all blocks, no new data), finish it (more steps without the 3D
+augmentation layer), fit the ARKit head, evaluate it
 on held-out identities and new captures, and bundle it with a demo
 capture and subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
 the training checkpoint are kept and the run continues from them.
@@ -33,6 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--wider-steps", type=int, help="stage 3: fine-tuning steps on all blocks (default 6000)")
     p.add_argument("--polish-steps", type=int,
                    help="last stage: more steps on all blocks, no new data (default 6000; 0 skips it)")
+    p.add_argument("--finish-steps", type=int,
+                   help="then more steps without the 3D augmentation layer (default 3000; 0 skips it)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p
@@ -44,7 +47,7 @@ def recipe_from_args(args):
     from engine.recipe import RecipeConfig
     given = {"root": None if args.root is None else str(args.root), "identities": args.identities,
              "frames": args.frames, "steps": args.steps, "jobs": args.jobs,
-             "polish_steps": args.polish_steps}
+             "polish_steps": args.polish_steps, "finish_steps": args.finish_steps}
     cfg = RecipeConfig(**{k: v for k, v in given.items() if v is not None})
     for i, block in enumerate(cfg.blocks):
         sizes = {"identities": getattr(args, f"{block.name}_identities", None),
