@@ -94,8 +94,8 @@ class RecipeConfig:
     blocks: list[BlockConfig] = field(default_factory=default_blocks)  # stages 2, 3, ...
     polish_steps: int = 6000     # last stage: more steps on every block, no new data (0: none)
     polish_lr: float = 2e-4
-    finish_steps: int = 3000     # then more steps without the 3D augmentation layer (0: none)
-    finish_lr: float = 1.5e-4
+    finish_steps: int = 6000     # then more steps without the 3D augmentation layer (0: none)
+    finish_lr: float = 2e-4
     model: dict = field(default_factory=dict)  # ModelConfig fields over its defaults (tests: tiny sizes)
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,

@@ -35,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--polish-steps", type=int,
                    help="last stage: more steps on all blocks, no new data (default 6000; 0 skips it)")
     p.add_argument("--finish-steps", type=int,
-                   help="then more steps without the 3D augmentation layer (default 3000; 0 skips it)")
+                   help="then more steps without the 3D augmentation layer (default 6000; 0 skips it)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p
