@@ -8,8 +8,8 @@ Training has stages: stage 1 on the first block of identities, then each further
 (`RecipeConfig.blocks`) adds new people and fine-tunes the previous stage's model on every block so
 far (stage 1 alone plateaued on new people while its training loss still fell: more people, not
 more passes, is what helps; stage 3's block also widens the nuisance spreads, because the stage-2
-model failed on the held-out captures with the largest head-in-headset offsets). The last stage,
-the polish, adds no data: it trains the last block's model for more steps on every block with a
+model failed on the held-out captures with the largest head-in-headset offsets). The polish adds
+no data: it trains the last block's model for more steps on every block with a
 restarted schedule, because the stage-3 model did not fit even its own training people to 0.5x.
 The finish then trains the polished model for a few thousand steps more *without* the 3D
 augmentation layer (2-D jitter stays): at 1,200 identities and 3,200 rendered captures the real
@@ -92,7 +92,7 @@ class RecipeConfig:
     batch_size: int = 32
     jobs: int = 2
     blocks: list[BlockConfig] = field(default_factory=default_blocks)  # stages 2, 3, ...
-    polish_steps: int = 6000     # last stage: more steps on every block, no new data (0: none)
+    polish_steps: int = 6000     # more steps on every block, no new data (0: none)
     polish_lr: float = 2e-4
     finish_steps: int = 6000     # then more steps without the 3D augmentation layer (0: none)
     finish_lr: float = 2e-4
@@ -284,27 +284,30 @@ def train_block_model(cfg: RecipeConfig, block: BlockConfig, start: Path, log: L
                     progress, cancel, show_bar)
 
 
+def more_steps(cfg: RecipeConfig, name: str, steps: int, lr: float, start: Path, log: Log,
+               progress=None, cancel=None, show_bar: bool = True, augment: dict | None = None) -> Path:
+    """A stage that adds no data: `start` trained for `steps` more on every block into run_<name>/,
+    skipped when that run is finished."""
+    run = cfg.paths[f"run_{name}"]
+    if finished_run(run, steps, log):
+        return run / "last.pt"
+    return finetune(cfg, run, steps, lr, start, cfg.training_data(cfg.active_blocks), log, progress,
+                    cancel, show_bar, augment)
+
+
 def polish_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
                  show_bar: bool = True) -> Path:
-    """More steps on every block with a restarted schedule and no new data (the
-    stage-3 model did not fit even its own training people to 0.5x of neutral: it underfits)."""
-    run = cfg.paths["run_polish"]
-    if finished_run(run, cfg.polish_steps, log):
-        return run / "last.pt"
-    return finetune(cfg, run, cfg.polish_steps, cfg.polish_lr, start,
-                    cfg.training_data(cfg.active_blocks), log, progress, cancel, show_bar)
+    """More steps on every block with a restarted schedule (the stage-3 model did not fit even its
+    own training people to 0.5x of neutral: it underfits)."""
+    return more_steps(cfg, "polish", cfg.polish_steps, cfg.polish_lr, start, log, progress, cancel, show_bar)
 
 
 def finish_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel=None,
                  show_bar: bool = True) -> Path:
     """After the polish: more steps on every block without the 3D augmentation layer (see the
     module docstring for why)."""
-    run = cfg.paths["run_finish"]
-    if finished_run(run, cfg.finish_steps, log):
-        return run / "last.pt"
-    return finetune(cfg, run, cfg.finish_steps, cfg.finish_lr, start,
-                    cfg.training_data(cfg.active_blocks), log, progress, cancel, show_bar,
-                    augment={"enabled": False})
+    return more_steps(cfg, "finish", cfg.finish_steps, cfg.finish_lr, start, log, progress, cancel,
+                      show_bar, augment={"enabled": False})
 
 
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:

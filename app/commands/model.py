@@ -2,10 +2,9 @@
 
 Stages: render the synthetic worlds, train the avatar decoders of a few identities, train MIA,
 then for each further block (stages 2 and 3) render new identities and fine-tune MIA on every
-block so far, polish it (more steps on all blocks, no new data), finish it (more steps without the 3D
-augmentation layer), fit the ARKit head, evaluate it
-on held-out identities and new captures, and bundle it with a demo
-capture and subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
+block so far, polish it (more steps on all blocks, no new data), finish it (more steps without the
+3D augmentation layer), fit the ARKit head, evaluate it on held-out identities and new captures,
+and bundle it with a demo capture and subjects into resources/. Kill it at any point and run it again: finished captures, avatars and
 the training checkpoint are kept and the run continues from them.
 """
 from __future__ import annotations
@@ -33,7 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="stage 3: further identities in wider nuisance spreads (default 400; 0 skips stage 3)")
     p.add_argument("--wider-steps", type=int, help="stage 3: fine-tuning steps on all blocks (default 6000)")
     p.add_argument("--polish-steps", type=int,
-                   help="last stage: more steps on all blocks, no new data (default 6000; 0 skips it)")
+                   help="more steps on all blocks, no new data (default 6000; 0 skips it)")
     p.add_argument("--finish-steps", type=int,
                    help="then more steps without the 3D augmentation layer (default 6000; 0 skips it)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
