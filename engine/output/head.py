@@ -16,6 +16,8 @@ datasets, then one linear solve) and writes the checkpoint with the head atomica
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import hashlib
 import os
 import sys
@@ -327,33 +329,46 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
                 store = {k: z[k] for k in z.files if k != "backbone"}
     solver: list[BlendshapeSolver] = []
     to_arkit = _to_arkit()
+
+    def tag_of(path: Path) -> str:
+        return f"{path.parent.parent.name}/{path.name}"
+
+    def load(path: Path) -> tuple[np.ndarray | None, str, np.ndarray | None]:
+        """(weights, why, frames) of one capture: the slow part (video decoding), run on threads."""
+        with open_capture(path) as cap:
+            def fit(meshes: np.ndarray) -> np.ndarray:
+                if not solver:
+                    solver.append(BlendshapeSolver())
+                neutral = neutral_of(path, cap.meta.subject_id) if neutral_of else _dataset_neutral(path, cap)
+                return solver[0].arkit(meshes, neutral)
+            y, why = person_weights(cap, to_arkit, fit)
+            return y, why, None if y is None else cap.load_all()
+
+    paths = [Path(p) for p in captures]
+    todo = [p for p in paths if f"e:{tag_of(p)}" not in store]  # cached: no need to open the videos
+    jobs = max(1, min(8, os.cpu_count() or 1, len(todo)))
     e_all, y_all, g_all, skipped = [], [], [], []
-    for k, path in enumerate(captures):
-        path = Path(path)
-        tag = f"{path.parent.parent.name}/{path.name}"
-        subject = f"{path.parent.parent.resolve()}:{read_meta(path).subject_id}"
-        if f"e:{tag}" in store:  # cached: no need to open the videos
-            e, y = store[f"e:{tag}"], store[f"y:{tag}"]
-        else:
-            with open_capture(path) as cap:
-                def fit(meshes: np.ndarray, cap=cap, path=path) -> np.ndarray:
-                    if not solver:
-                        solver.append(BlendshapeSolver())
-                    neutral = neutral_of(path, cap.meta.subject_id) if neutral_of else _dataset_neutral(path, cap)
-                    return solver[0].arkit(meshes, neutral)
-                y, why = person_weights(cap, to_arkit, fit)
+    with ThreadPoolExecutor(jobs) as pool:  # OpenCV decodes with the GIL released
+        loaded = iter(pool.map(load, todo))
+        for k, path in enumerate(paths):
+            tag = tag_of(path)
+            subject = f"{path.parent.parent.resolve()}:{read_meta(path).subject_id}"
+            if f"e:{tag}" in store:
+                e, y = store[f"e:{tag}"], store[f"y:{tag}"]
+            else:
+                y, why, frames = next(loaded)
                 if y is None:
                     skipped.append(f"{path}: {why}")
                     e = None
                 else:
-                    e = embed_frames(model.backbone, cap.load_all(), size)
+                    e = embed_frames(model.backbone, frames, size)
                     store[f"e:{tag}"], store[f"y:{tag}"] = e, y
-        if e is not None:
-            e_all.append(e)
-            y_all.append(np.asarray(y, np.float32))
-            g_all.append(np.full(len(e), subject))
-        if progress:
-            progress(k + 1, len(captures), path.name)
+            if e is not None:
+                e_all.append(e)
+                y_all.append(np.asarray(y, np.float32))
+                g_all.append(np.full(len(e), subject))
+            if progress:
+                progress(k + 1, len(paths), path.name)
     if cache is not None:
         with atomic_path(cache) as tmp:
             np.savez(tmp, backbone=np.array(key), **store)
