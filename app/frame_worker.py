@@ -54,11 +54,13 @@ class FrameWorker(QThread):
     playing_changed = Signal(bool)
     problem = Signal(str)
 
-    def __init__(self, resolver: Resolver, threads: int = 2, backend: str = "torch") -> None:
+    def __init__(self, resolver: Resolver, threads: int = 2, backend: str = "torch",
+                 averaging: int | None = None) -> None:
         super().__init__()
         self.setObjectName("frame-worker")
         self.resolver = resolver
         self.threads, self.backend = threads, backend
+        self.averaging = averaging  # test-time averaging copies; None: the checkpoint's recommendation
         self._commands: queue.Queue[Command] = queue.Queue()
         self._slot: FrameBundle | None = None
         self._slot_lock = threading.Lock()
@@ -196,13 +198,15 @@ class FrameWorker(QThread):
         path = command.path
         try:
             try:
-                engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device())
+                engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device(),
+                                         averaging=self.averaging)
             except Exception as err:
                 if self.backend != "onnx":
                     raise
                 # a PS baseline, or a graph onnxruntime cannot run: the same model in torch
                 LOG.warning("%s: onnxruntime cannot drive it (%s); using torch", path, err)
-                engine = InferenceEngine(path, backend="torch", threads=self.threads, device=_device())
+                engine = InferenceEngine(path, backend="torch", threads=self.threads, device=_device(),
+                                         averaging=self.averaging)
         except Exception as err:
             self.model_failed.emit(report(err, f"cannot load the model {path}"))
             return

@@ -55,7 +55,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("MIA Studio")
         self.threads = threads or paths.default_threads()
         self.settings = settings or StudioSettings()
-        self.session = session or Session(threads=self.threads, backend=paths.default_backend())
+        self.session = session or Session(threads=self.threads, backend=paths.default_backend(),
+                                          averaging=paths.default_averaging())
         self._standing_model = ""
         self._standing_source = ""
         self._build_views()
@@ -377,6 +378,8 @@ class MainWindow(QMainWindow):
         self._standing_model = ""
         self._update_standing()
         device = f"{info.get('device', '')} · {info.get('backend', '')}"
+        if int(info.get("averaging", 1)) > 1:
+            device += f" · {info['averaging']}-copy averaging"
         self.status.set_model(str(info.get("model", "")), device)
         self.settings.set_last_model(str(info.get("path", "")))
         self.status.show_notice(f"Model {info.get('model')} loaded ({len(info.get('identities', []))} identities "

@@ -119,6 +119,7 @@ class Session(QObject):
     playing_changed = Signal(bool)
 
     def __init__(self, profiles: HeadsetProfiles | None = None, threads: int = 2, backend: str = "torch",
+                 averaging: int | None = None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.profiles = profiles or HeadsetProfiles()
@@ -145,7 +146,7 @@ class Session(QObject):
         self._model_path = ""
         self._user_subject: SubjectSpec | None = None
         self.topology: Any = None  # the face model's topology (load_topology)
-        self.worker = FrameWorker(self._resolve_subject, threads=threads, backend=backend)
+        self.worker = FrameWorker(self._resolve_subject, threads=threads, backend=backend, averaging=averaging)
         w = self.worker
         w.frame_available.connect(self._on_frame_available)
         w.source_opened.connect(self._on_source_opened)

@@ -55,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--more-identities", type=int, default=400)
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--quick", action="store_true", help="100 identities, no further blocks, no bundle: a rate check")
     return p.parse_args()
 
 
@@ -69,6 +70,9 @@ def recipe(args: argparse.Namespace):
                     BlockConfig("wider", identities=2, captures=3, frames=3, spread="wider"),
                     BlockConfig("more", identities=2, captures=2, frames=3, spread="wider")],
             train={"augment": {"probability": 0.5}, "num_workers": 0})
+    if args.quick:
+        return RecipeConfig(root=str(args.root), jobs=args.jobs, identities=100, heldout_identities=2,
+                            heldout_frames=30, avatar_subjects=2, avatar_steps=100, blocks=[])
     more = BlockConfig("more", identities=args.more_identities, captures=4, frames=16, spread="wider")
     return RecipeConfig(root=str(args.root), jobs=args.jobs, blocks=default_blocks() + [more])
 
@@ -153,7 +157,10 @@ def _train_variant(name: str, overrides: dict, cfg, data: list, deadline_wall: f
         from engine.training.sampler import StepBatchSampler
         sampler = StepBatchSampler(len(trainer.dataset), args.batch, trainer.cfg.seed, trainer.step, 10 ** 8)
         workers = args.workers
+        # fork, as every CUDA training script on Linux does (workers never touch CUDA): this process
+        # was spawned, and spawned workers would each be sent a pickled copy of every frame and mesh
         return iter(DataLoader(trainer.dataset, batch_sampler=sampler, num_workers=workers,
+                               multiprocessing_context="fork" if workers else None,
                                pin_memory=trainer.env.device.type == "cuda", timeout=90 if workers else 0,
                                prefetch_factor=4 if workers else None))
 
@@ -248,7 +255,8 @@ def main() -> int:
     say = lambda m: log(clock, m)  # noqa: E731
     evals = {}
     shipped = Path("resources/default_model.pt")
-    for name, r in list(runs.items()) + ([("shipped_cpu", {"checkpoint": str(shipped)})] if not args.tiny else []):
+    for name, r in list(runs.items()) + ([("shipped_cpu", {"checkpoint": str(shipped)})]
+                                         if not (args.tiny or args.quick) else []):
         summary = evaluate_model(Path(r["checkpoint"]), cfg, Path(cfg.root) / f"eval_{name}", say)
         evals[name] = {"summary": summary, "ratios": ratios(summary)}
     report["eval"] = evals
@@ -257,6 +265,8 @@ def main() -> int:
     log(clock, f"best variant: {best}")
     checkpoint = Path(runs[best]["checkpoint"])
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    if args.quick:
+        return 0
     from app.commands.model import bundle
     bundled = Path(cfg.root) / "bundle"
     bundle(cfg, checkpoint, bundled)  # first, so a late kill still leaves a model to fetch

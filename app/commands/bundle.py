@@ -1,7 +1,8 @@
 """`mia bundle`: package a trained model with a demo capture and subjects as the app's shipped defaults.
 
 Writes (atomically, each file) into OUT (default resources/):
-    default_model.pt          the checkpoint with fp16 weights (small enough to commit)
+    default_model.pt          the checkpoint with fp16 weights (small enough to commit) and the
+                              test-time averaging it recommends (--averaging)
     demo_capture/             the first --frames frames of one capture, with its ground truth
     subjects/<id>/            neutral.obj (+ avatar/avatar.pt, albedo.png) of the chosen subjects
 """
@@ -20,6 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=90, help="frames of the demo capture to keep")
     p.add_argument("--subjects", default="", help="comma-separated subject ids to ship (neutral + avatar)")
     p.add_argument("--out", type=Path, default=Path("resources"))
+    p.add_argument("--averaging", type=int, default=16, metavar="COPIES",
+                   help="test-time averaging the shipped model recommends (copies per frame; 1 = off)")
     return p
 
 
@@ -46,6 +49,7 @@ def trim_capture(src: Path, dst: Path, frames: int) -> Path:
 def run(args) -> int:
     from engine.io.checkpoint import load_checkpoint, save_checkpoint
     from engine.errors import ConfigError
+    from engine.runtime.averaging import EXTRA_KEY, AveragingConfig
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model()
     out = args.out
@@ -55,7 +59,7 @@ def run(args) -> int:
     save_checkpoint(out / "default_model.pt", model, topology=ckpt.topology, template=ckpt.template,
                     identities=ckpt.identities, subjects=subjects, kind=ckpt.kind,
                     train_config=ckpt.train_config, provenance={**ckpt.provenance, "bundled_from": str(args.checkpoint)},
-                    half=True, extra=ckpt.extra)
+                    half=True, extra={**ckpt.extra, EXTRA_KEY: AveragingConfig(copies=args.averaging).to_dict()})
     src = args.dataset / "captures" / args.capture
     if not src.exists():
         raise ConfigError(f"{src}: no such capture in the dataset")

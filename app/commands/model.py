@@ -62,7 +62,8 @@ def bundle(cfg, checkpoint: Path, out: Path) -> None:
     from engine.recipe import NEW_SESSION
     demo = f"{cfg.avatar_ids[1]}_c{NEW_SESSION:02d}"
     args = argparse.Namespace(checkpoint=checkpoint, dataset=cfg.paths["newcaps"], capture=demo,
-                              frames=DEMO_FRAMES, subjects=",".join(cfg.avatar_ids[:3]), out=out)
+                              frames=DEMO_FRAMES, subjects=",".join(cfg.avatar_ids[:3]), out=out,
+                              averaging=cfg.averaging)
     bundle_command.run(args)
 
 

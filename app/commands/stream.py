@@ -67,6 +67,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                                            "(0 left eye, 1 right eye, 2 mouth)")
     p.add_argument("--roi", type=int, nargs=5, action="append", metavar=("CAMERA", "X", "Y", "W", "H"),
                    help="cameras: crop of one camera for inference, in upright pixels (repeat per camera)")
+    p.add_argument("--averaging", type=int, metavar="COPIES",
+                   help="test-time averaging copies per frame (1 = off; default: the model's, 16 for the shipped one)")
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
     p.add_argument("--json", type=Path, help="also write the final statistics here")
@@ -278,7 +280,7 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
         from engine.runtime.inference import InferenceEngine
         from engine.output.weights import WeightSource
         source = open_stream_source(spec, args)
-        engine = InferenceEngine(checkpoint, threads=args.threads or default_threads())
+        engine = InferenceEngine(checkpoint, threads=args.threads or default_threads(), averaging=args.averaging)
         subject = driven_subject(engine, source, args)
         engine.set_subject(subject.name, subject.neutral)
         if source.kind == "cameras":

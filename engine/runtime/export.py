@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, ExportError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
+from engine.runtime.averaging import AveragingConfig, averaging_for, sampling_grids
 
 FORMAT = "mia-onnx"
 VERSION = 1
@@ -52,25 +54,48 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def default_export_dir(checkpoint_path: str | os.PathLike) -> Path:
-    """Where InferenceEngine(backend="onnx") caches an export: keyed by the checkpoint's hash."""
+def default_export_dir(checkpoint_path: str | os.PathLike, averaging: AveragingConfig | None = None) -> Path:
+    """Where InferenceEngine(backend="onnx") caches an export: keyed by the checkpoint's hash and
+    the test-time averaging baked into its graph."""
     root = Path(os.environ.get("MIA_CACHE_DIR", Path.home() / ".cache" / "mia-studio"))
-    return root / "onnx" / file_sha256(checkpoint_path)[:16]
+    name = file_sha256(checkpoint_path)[:16]
+    if averaging is not None and averaging.enabled:
+        key = hashlib.sha256(json.dumps(averaging.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        name += f"-avg{averaging.copies}-{key}"
+    return root / "onnx" / name
 
 
 class ShapeGraph(nn.Module):
     """B + G with broadcasting between the image batch N and the neutral batch K.
 
     Adding zeros of the other batch's shape broadcasts (N, E) against (K, 1) without a
-    data-dependent branch, so the traced graph keeps both batch sizes dynamic.
+    data-dependent branch, so the traced graph keeps both batch sizes dynamic. With test-time
+    averaging (engine/runtime/averaging.py) B also reads `copies - 1` fixed warps of each frame
+    (grid_sample, part of the graph) and e is their mean, so G, F_i and every caller see one e.
     """
 
-    def __init__(self, model: MIA) -> None:
+    def __init__(self, model: MIA, averaging: AveragingConfig | None = None) -> None:
         super().__init__()
         self.backbone, self.shape_network = model.backbone, model.shape_network
+        self.averaging = averaging if averaging is not None and averaging.enabled else None
+        self.copies = 1 if self.averaging is None else self.averaging.copies
+        if self.averaging is not None:
+            grids = sampling_grids(self.averaging, model.cfg.image_size)
+            self.register_buffer("grids", torch.from_numpy(grids), persistent=False)
+
+    def embed(self, images: Tensor) -> Tensor:
+        e = self.backbone(images)
+        if self.copies == 1:
+            return e
+        k, (n, c, h, w) = self.copies - 1, images.shape
+        frames = images.unsqueeze(0).expand(k, n, c, h, w).reshape(-1, 1, h, w)
+        grids = self.grids.unsqueeze(1).expand(k, n, c, h, w, 2).reshape(-1, h, w, 2)
+        moved = F.grid_sample(frames, grids, mode="bilinear", padding_mode="border", align_corners=True)
+        moved_e = self.backbone(moved.reshape(-1, c, h, w)).reshape(k, n, -1)
+        return (e + moved_e.sum(0)) / self.copies
 
     def forward(self, images: Tensor, neutral: Tensor) -> tuple[Tensor, Tensor]:
-        e = self.backbone(images)
+        e = self.embed(images)
         e_rows = e + torch.zeros_like(neutral[:, :1, 0])
         neutral_rows = neutral + torch.zeros_like(e[:, :1, None])
         return e, self.shape_network(e_rows, neutral_rows)
@@ -166,8 +191,9 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 
 def export_onnx(checkpoint: str | os.PathLike | Checkpoint, out_dir: str | os.PathLike,
-                tolerance: float = TOLERANCE) -> dict:
+                tolerance: float = TOLERANCE, averaging: AveragingConfig | None = None) -> dict:
     """Export B+G and every F_i (with P_i, z̄_i) of a checkpoint; returns the manifest written.
+    `averaging`: the test-time averaging baked into shape.onnx (default: the checkpoint's own).
 
     Raises ExportError naming the file and output when onnxruntime disagrees with torch by more
     than ``tolerance`` (max abs error; mm for meshes).
@@ -181,7 +207,9 @@ def export_onnx(checkpoint: str | os.PathLike | Checkpoint, out_dir: str | os.Pa
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        manifest = _write_export(ckpt, model, tmp, tolerance)
+        if averaging is None:
+            averaging = averaging_for(ckpt.extra)
+        manifest = _write_export(ckpt, model, tmp, tolerance, averaging)
         _replace_dir(tmp, out)
     finally:
         if tmp.exists():
@@ -189,10 +217,11 @@ def export_onnx(checkpoint: str | os.PathLike | Checkpoint, out_dir: str | os.Pa
     return manifest
 
 
-def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float) -> dict:
+def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float,
+                  averaging: AveragingConfig) -> dict:
     cfg = model.cfg
     template = ckpt.template
-    graph = ShapeGraph(model).eval()
+    graph = ShapeGraph(model, averaging).eval()
     example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.from_numpy(template)[None])
     exporter = _export(graph, example, folder / SHAPE_FILE, ["images", "neutral"], ["embedding", "mesh"],
                        {"images": {0: "frames"}, "neutral": {0: "subjects"}, "embedding": {0: "frames"},
@@ -221,7 +250,7 @@ def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float) 
         "identities": identities, "subjects": list(neutrals),
         "files": {**files, "neutrals": NEUTRALS_FILE, **{n: d["file"] for n, d in identities.items()}},
         "max_abs_error": errors, "tolerance": tolerance, "opset": OPSET, "exporter": exporter,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "averaging": averaging.to_dict(),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -263,6 +292,12 @@ class OnnxModel:
     @property
     def checkpoint_sha256(self) -> str:
         return str(self.manifest["checkpoint"]["sha256"])
+
+    @property
+    def averaging(self) -> AveragingConfig:
+        """The test-time averaging baked into shape.onnx (exports before it had none)."""
+        stored = self.manifest.get("averaging")
+        return AveragingConfig.from_dict(stored) if stored else AveragingConfig(copies=1)
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images (N, 3, S, S), neutral (K, V, 3) mm -> embedding (N, E), meshes (max(N, K), V, 3)."""

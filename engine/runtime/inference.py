@@ -25,6 +25,7 @@ import torch
 
 from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, MiaError
+from engine.runtime.averaging import OFF, AveragingConfig, averaging_for
 
 Roi = tuple[int, int, int, int]  # x, y, width, height in pixels of one camera image
 FRONT_VIEW = np.array([0.0, 0.0, 1.0], np.float32)
@@ -127,11 +128,11 @@ def load_avatar_any(avatar: Any) -> Any:
 
 
 class _TorchRunner:
-    def __init__(self, ckpt: Checkpoint, device: str) -> None:
+    def __init__(self, ckpt: Checkpoint, device: str, averaging: AveragingConfig = OFF) -> None:
         from engine.runtime.export import ShapeGraph
         self.device = torch.device(device)
         self.model = ckpt.build_model().to(self.device)
-        self.graph = ShapeGraph(self.model)  # type: ignore[arg-type]
+        self.graph = ShapeGraph(self.model, averaging).to(self.device)  # type: ignore[arg-type]
         self._stacks: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,20 +205,25 @@ class _PSRunner:
 
 
 class _OnnxRunner:
-    def __init__(self, ckpt: Checkpoint, folder: str | os.PathLike | None, threads: int) -> None:
+    def __init__(self, ckpt: Checkpoint, folder: str | os.PathLike | None, threads: int,
+                 averaging: AveragingConfig = OFF) -> None:
         from engine.errors import ExportError
         from engine.runtime.export import OnnxModel, default_export_dir, export_onnx, file_sha256
         sha = file_sha256(ckpt.path)
         explicit = folder is not None
-        folder = Path(folder) if explicit else default_export_dir(ckpt.path)
+        folder = Path(folder) if explicit else default_export_dir(ckpt.path, averaging)
         if not (folder / "manifest.json").exists():
-            export_onnx(ckpt, folder)
+            export_onnx(ckpt, folder, averaging=averaging)
         self.onnx = OnnxModel(folder, threads)
-        if self.onnx.checkpoint_sha256 != sha:
+        stale = [why for why, bad in (("made from another checkpoint than " + str(ckpt.path) + " (hash differs)",
+                                       self.onnx.checkpoint_sha256 != sha),
+                                      (f"its graph averages {self.onnx.averaging.copies} copies, "
+                                       f"{averaging.copies} were asked for", self.onnx.averaging != averaging))
+                 if bad]
+        if stale:
             if explicit:
-                raise ExportError(f"{folder}: this ONNX export was made from another checkpoint than "
-                                  f"{ckpt.path} (hash differs); re-export with `mia export`")
-            export_onnx(ckpt, folder)
+                raise ExportError(f"{folder}: this ONNX export was {stale[0]}; re-export with `mia export`")
+            export_onnx(ckpt, folder, averaging=averaging)
             self.onnx = OnnxModel(folder, threads)
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +248,8 @@ class InferenceEngine:
     """
 
     def __init__(self, checkpoint_path: str | os.PathLike, backend: str = "torch", threads: int = 2,
-                 device: str = "cpu", onnx_dir: str | os.PathLike | None = None) -> None:
+                 device: str = "cpu", onnx_dir: str | os.PathLike | None = None,
+                 averaging: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.checkpoint = load_checkpoint(checkpoint_path)
@@ -251,12 +258,14 @@ class InferenceEngine:
                                   "engine drives MIA checkpoints (and the PS baseline with the torch backend)")
         self.backend, self.threads = backend, threads
         self.device = device if backend == "torch" else "cpu"
+        self.averaging = OFF if self.checkpoint.kind == "ps" else averaging_for(self.checkpoint.extra, averaging)
         torch.set_num_threads(threads)  # the avatar decoders D_j run in torch with either backend
-        if backend == "torch":
-            runner = _PSRunner if self.checkpoint.kind == "ps" else _TorchRunner
-            self._runner: _TorchRunner | _PSRunner | _OnnxRunner = runner(self.checkpoint, device)
+        if self.checkpoint.kind == "ps":
+            self._runner: _TorchRunner | _PSRunner | _OnnxRunner = _PSRunner(self.checkpoint, device)
+        elif backend == "torch":
+            self._runner = _TorchRunner(self.checkpoint, device, self.averaging)
         else:
-            self._runner = _OnnxRunner(self.checkpoint, onnx_dir, threads)
+            self._runner = _OnnxRunner(self.checkpoint, onnx_dir, threads, self.averaging)
         self.image_size = self.checkpoint.model_config.image_size
         self.view = FRONT_VIEW.copy()
         self._rois: list[Roi | None] = [None, None, None]
@@ -420,4 +429,5 @@ class InferenceEngine:
                 "device": str(self.device), "threads": self.threads, "image_size": self.image_size,
                 "parameters": (model.parameter_count() if hasattr(model, "parameter_count")
                                else {"total": sum(p.numel() for p in model.parameters())}), "config": ckpt.model_config.to_dict(),
-                "identities": self.identities, "subjects": self.subjects, "topology": dict(ckpt.topology)}
+                "identities": self.identities, "subjects": self.subjects, "topology": dict(ckpt.topology),
+                "averaging": self.averaging.copies}

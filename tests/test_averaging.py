@@ -1,0 +1,75 @@
+"""Test-time averaging: the graph's warps are the documented ones, torch and ONNX agree, the
+checkpoint's recommendation is what an engine uses by default, and copies=1 is the plain model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.errors import ConfigError, ExportError
+from engine.io.checkpoint import load_checkpoint
+from engine.runtime.averaging import (EXTRA_KEY, AveragingConfig, averaging_for, copy_warps, expand, reduce,
+                                      store_averaging)
+from engine.runtime.inference import InferenceEngine
+from tests.test_export import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("avg") / "tiny.pt", seed=3)
+
+
+def frames(n: int, size: int) -> np.ndarray:
+    """Smooth images with structure (a warp of pure noise would average to almost anything)."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    rng = np.random.default_rng(n)
+    out = [[128 + 100 * np.sin(rng.uniform(3, 9) * x + rng.uniform(2, 7) * y + rng.uniform(0, 6))
+            for _ in range(3)] for _ in range(n)]
+    return np.asarray(out, np.float32)
+
+
+def test_the_graph_averages_e_over_the_documented_warps(checkpoint) -> None:
+    """B inside the graph sees exactly cv2.warpAffine's copies: e equals the mean of e over them."""
+    cfg = AveragingConfig(copies=5, shift=0.04, scale=0.03, roll_deg=3.0, seed=2)
+    averaged = InferenceEngine(checkpoint, averaging=5)
+    averaged.averaging = cfg
+    from engine.runtime.export import ShapeGraph
+    averaged._runner.graph = ShapeGraph(averaged._runner.model, cfg)
+    plain = InferenceEngine(checkpoint, averaging=1)
+    size = plain.image_size
+    x = frames(3, size)
+    neutral = np.asarray(plain.checkpoint.template, np.float32)[None]
+    e_avg, mesh_avg = averaged._runner.shape(x, neutral)
+    e_copies, _ = plain._runner.shape(expand(x, copy_warps(cfg, size)), neutral)
+    e_plain, mesh_plain = plain._runner.shape(x, neutral)
+    assert np.allclose(reduce(e_copies, 5), e_avg, atol=1e-4)
+    assert not np.allclose(e_avg, e_plain, atol=1e-3)  # the copies really differ from the frame
+    assert mesh_avg.shape == mesh_plain.shape == (3, *neutral.shape[1:])
+
+
+def test_copies_one_is_the_plain_model_and_config_errors_are_clear(checkpoint) -> None:
+    plain = InferenceEngine(checkpoint)  # no recommendation stored: off
+    assert plain.averaging.copies == 1
+    one = InferenceEngine(checkpoint, averaging=1)
+    x = frames(2, plain.image_size)
+    neutral = np.asarray(plain.checkpoint.template, np.float32)[None]
+    assert np.array_equal(plain._runner.shape(x, neutral)[1], one._runner.shape(x, neutral)[1])
+    with pytest.raises(ConfigError, match="copies must be an integer >= 1"):
+        AveragingConfig(copies=0)
+    with pytest.raises(ConfigError, match="unknown fields"):
+        averaging_for({EXTRA_KEY: {"copies": 4, "jitter": 1}})
+
+
+def test_the_checkpoint_recommendation_is_the_default_and_onnx_matches_torch(checkpoint, tmp_path) -> None:
+    stamped = store_averaging(checkpoint, AveragingConfig(copies=4), tmp_path / "stamped.pt")
+    assert load_checkpoint(stamped).extra[EXTRA_KEY]["copies"] == 4
+    torch_engine = InferenceEngine(stamped)
+    onnx_engine = InferenceEngine(stamped, backend="onnx", onnx_dir=tmp_path / "onnx")
+    assert torch_engine.averaging.copies == onnx_engine.averaging.copies == 4
+    x = frames(2, torch_engine.image_size)
+    neutral = np.asarray(torch_engine.checkpoint.template, np.float32)[None]
+    e_t, mesh_t = torch_engine._runner.shape(x, neutral)
+    e_o, mesh_o = onnx_engine._runner.shape(x, neutral)
+    assert np.abs(e_t - e_o).max() < 1e-4 and np.abs(mesh_t - mesh_o).max() < 1e-4
+    # an explicit export folder made with other copies is refused, not silently used
+    with pytest.raises(ExportError, match="averages 4 copies, 2 were asked for"):
+        InferenceEngine(stamped, backend="onnx", onnx_dir=tmp_path / "onnx", averaging=2)
