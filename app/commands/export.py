@@ -10,15 +10,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="export folder (replaced atomically)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs error allowed vs torch")
+    p.add_argument("--averaging", type=int, metavar="COPIES",
+                   help="test-time averaging baked into shape.onnx (1 = off; default: the checkpoint's)")
     return p
 
 
 def run(args) -> int:
+    from engine.io.checkpoint import load_checkpoint
+    from engine.runtime.averaging import averaging_for
     from engine.runtime.export import export_onnx
-    manifest = export_onnx(args.checkpoint, args.out, tolerance=args.tolerance)
+    ckpt = load_checkpoint(args.checkpoint)
+    averaging = averaging_for(ckpt.extra, args.averaging)
+    manifest = export_onnx(ckpt, args.out, tolerance=args.tolerance, averaging=averaging)
     errors = manifest["max_abs_error"]
     print(f"exported {args.checkpoint} to {args.out.resolve()} ({manifest['exporter']} exporter, "
-          f"opset {manifest['opset']})")
+          f"opset {manifest['opset']}, test-time averaging over {averaging.copies} "
+          f"cop{'y' if averaging.copies == 1 else 'ies'})")
     print(f"max abs error vs torch: embedding {errors['embedding']:.2e}, mesh {errors['mesh']:.2e} mm")
     for name, err in errors["code"].items():
         print(f"  code of {name}: {err:.2e}")
