@@ -49,15 +49,16 @@ def default_backend() -> str:
     return "onnx" if device == "cpu" else "torch"
 
 
-LIVE_AVERAGING = 4  # copies the studio reads a live frame with (the shipped model recommends 16)
+LIVE_AVERAGING = 1  # the studio reads a live frame once; the shipped model recommends 16 copies
 
 
 def default_averaging() -> int:
-    """Test-time averaging copies of the studio: MIA_STUDIO_AVERAGING (1 turns it off), else
-    LIVE_AVERAGING. Fewer than the model's 16 because the studio must keep up with the cameras:
-    B + G take ~9 ms a frame with 4 copies and ~22 ms with 16 on one core here, and 4 copies gave
-    0.563x of the neutral error on untrained people against 0.558x with 16 and 0.579x with none
-    (docs/results.md)."""
+    """Test-time averaging copies of the studio: MIA_STUDIO_AVERAGING, else LIVE_AVERAGING (off).
+    Live paths read each frame once so the studio keeps up with the cameras: measured with the
+    shipped model under Xvfb here, one subject ran at 24.3 fps reading once and 20.3 fps with 4
+    copies (B + G ~3 ms a frame once, ~9 ms with 4, ~22 ms with 16 on one core). Set 16 to see
+    exactly what `mia eval` measures (0.56x of the neutral error on untrained people, 0.58x read
+    once; docs/results.md)."""
     env = os.environ.get("MIA_STUDIO_AVERAGING", "").strip()
     return int(env) if env.isdigit() and int(env) > 0 else LIVE_AVERAGING
 

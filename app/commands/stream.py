@@ -67,8 +67,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                                            "(0 left eye, 1 right eye, 2 mouth)")
     p.add_argument("--roi", type=int, nargs=5, action="append", metavar=("CAMERA", "X", "Y", "W", "H"),
                    help="cameras: crop of one camera for inference, in upright pixels (repeat per camera)")
-    p.add_argument("--averaging", type=int, metavar="COPIES",
-                   help="test-time averaging copies per frame (1 = off; default: the model's, 16 for the shipped one)")
+    p.add_argument("--averaging", type=int, default=1, metavar="COPIES",
+                   help="test-time averaging copies per frame (default 1, off, to keep up with live cameras; "
+                        "the shipped model recommends 16: ~22 ms a frame on one core here)")
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
     p.add_argument("--json", type=Path, help="also write the final statistics here")
