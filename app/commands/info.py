@@ -24,6 +24,12 @@ def _checkpoint_info(path: Path) -> None:
     print(f"topology: {ckpt.topology['name']}, {ckpt.topology['vertex_count']} vertices, hash {ckpt.topology['hash']}")
     from engine.output.head import head_status
     print(f"ARKit weights: {head_status(ckpt).reason}")
+    if ckpt.kind == "mia":
+        from engine.runtime.averaging import averaging_for
+        avg = averaging_for(ckpt.extra)
+        print("test-time averaging: " + (f"{avg.copies} copies of each frame (shift {avg.shift}, zoom {avg.scale}, "
+                                         f"roll {avg.roll_deg} deg; --averaging 1 turns it off)"
+                                         if avg.enabled else "off (one read per frame)"))
     if ckpt.provenance:
         print("provenance: " + json.dumps(ckpt.provenance, default=str)[:500])
     if ckpt.training:
