@@ -53,6 +53,8 @@ def test_copies_one_is_the_plain_model_and_config_errors_are_clear(checkpoint) -
     x = frames(2, plain.image_size)
     neutral = np.asarray(plain.checkpoint.template, np.float32)[None]
     assert np.array_equal(plain._runner.shape(x, neutral)[1], one._runner.shape(x, neutral)[1])
+    # one read is one read: a checkpoint's spreads do not make a copies=1 engine differ from plain
+    assert averaging_for({EXTRA_KEY: {"copies": 16, "shift": 0.05}}, 1) == averaging_for(None)
     with pytest.raises(ConfigError, match="copies must be an integer >= 1"):
         AveragingConfig(copies=0)
     with pytest.raises(ConfigError, match="unknown fields"):

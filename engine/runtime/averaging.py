@@ -70,9 +70,8 @@ def averaging_for(extra: dict | None, copies: int | None = None) -> AveragingCon
     defaults), else what the checkpoint recommends (`extra[EXTRA_KEY]`), else off."""
     stored = (extra or {}).get(EXTRA_KEY)
     base = AveragingConfig.from_dict(stored) if stored else None
-    if copies is None:
-        return base or OFF
-    return dataclasses.replace(base or AveragingConfig(), copies=int(copies))
+    chosen = base or OFF if copies is None else dataclasses.replace(base or AveragingConfig(), copies=copies)
+    return OFF if chosen.copies == 1 else chosen  # one read is one read, whatever the spreads say
 
 
 def copy_warps(cfg: AveragingConfig, size: int) -> np.ndarray:

@@ -297,7 +297,7 @@ class OnnxModel:
     def averaging(self) -> AveragingConfig:
         """The test-time averaging baked into shape.onnx (exports before it had none)."""
         stored = self.manifest.get("averaging")
-        return AveragingConfig.from_dict(stored) if stored else AveragingConfig(copies=1)
+        return averaging_for({"test_time_averaging": stored} if stored else None)
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images (N, 3, S, S), neutral (K, V, 3) mm -> embedding (N, E), meshes (max(N, K), V, 3)."""
