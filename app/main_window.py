@@ -41,6 +41,8 @@ from widgets.summary_table import SummaryTable
 MODE_TITLES = (("shaded", "&Shaded"), ("textured", "&Textured"), ("wireframe", "&Wireframe"),
                ("error", "&Error map"))
 ERROR_SCALES_MM = (1.0, 2.0, 5.0, 10.0, 20.0)
+AVERAGING_CHOICES = ((1, "Read each frame once (live speed)"), (4, "Average 4 reads of each frame"),
+                     (16, "Average 16 reads (what mia eval measures)"))
 SYNTHETIC_SUBJECTS = tuple(f"id{i:03d}" for i in range(12))
 
 
@@ -175,6 +177,14 @@ class MainWindow(QMainWindow):
                                   checkable=True)
             self.scale_group.addAction(action)
             self.scale_actions[mm] = action
+        reads = view.addMenu("Test-time &averaging")
+        self.averaging_group = QActionGroup(self)
+        self.averaging_actions: dict[int, QAction] = {}
+        for copies, title in AVERAGING_CHOICES:
+            action = self._action(reads, title, lambda _c=False, n=copies: self.session.set_averaging(n),
+                                  checkable=True)
+            self.averaging_group.addAction(action)
+            self.averaging_actions[copies] = action
         self.gt_action = self._action(view, "Show &ground truth", self._toggle_gt, checkable=True)
         self.gt_action.setChecked(True)
         view.addSeparator()
@@ -378,8 +388,11 @@ class MainWindow(QMainWindow):
         self._standing_model = ""
         self._update_standing()
         device = f"{info.get('device', '')} · {info.get('backend', '')}"
-        if int(info.get("averaging", 1)) > 1:
-            device += f" · {info['averaging']}-copy averaging"
+        copies = int(info.get("averaging", 1))
+        if copies > 1:
+            device += f" · {copies}-copy averaging"
+        if copies in self.averaging_actions:
+            self.averaging_actions[copies].setChecked(True)
         self.status.set_model(str(info.get("model", "")), device)
         self.settings.set_last_model(str(info.get("path", "")))
         self.status.show_notice(f"Model {info.get('model')} loaded ({len(info.get('identities', []))} identities "

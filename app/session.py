@@ -183,6 +183,21 @@ class Session(QObject):
         self.notice.emit(f"loading model {Path(path).name}…")
         self.worker.post(LoadModel(str(path)))
 
+    @property
+    def averaging(self) -> int:
+        """Test-time averaging copies the worker reads each frame with (engine/runtime/averaging.py)."""
+        return int(self.worker.averaging or 1)
+
+    def set_averaging(self, copies: int) -> None:
+        """Read each frame `copies` times (1: once) from now on: the current model is loaded again
+        with it (subject, targets and source stay); the next model loaded uses it too."""
+        if copies < 1:
+            raise ValueError(f"test-time averaging needs at least one copy, got {copies}")
+        self.worker.averaging = copies  # read by the worker thread when it loads the model below
+        if self._model_path:
+            self.notice.emit(f"reading each frame {'once' if copies == 1 else f'{copies} times'}…")
+            self.worker.post(LoadModel(self._model_path))
+
     def load_topology(self) -> Any:
         """The face model's topology, which neutral meshes must match (raises when it cannot be read)."""
         if self.topology is None:

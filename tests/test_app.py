@@ -155,6 +155,25 @@ def test_a_model_onnxruntime_cannot_run_is_driven_in_torch(qtbot, window, sample
     assert window.presenter.last.mesh is not None
 
 
+def test_test_time_averaging_from_the_view_menu_reloads_the_model_and_keeps_the_subject(qtbot, window, sample):
+    open_capture(qtbot, window, sample, frames=3)
+    s = window.session
+    assert s.model_info["averaging"] == 1 and window.averaging_actions[1].isChecked()  # live default: once
+    subject = s.subject_info["name"]
+    window.averaging_actions[4].trigger()
+    qtbot.waitUntil(lambda: s.model_info.get("averaging") == 4, timeout=WAIT_MS)
+    assert window.averaging_actions[4].isChecked() and s.averaging == 4
+    assert "4-copy averaging" in window.status.fields["device"].text()
+    shown = s.frames_shown
+    qtbot.waitUntil(lambda: s.frames_shown > shown + 2, timeout=WAIT_MS)  # still driving
+    assert s.subject_info["name"] == subject and window.presenter.last.mesh is not None
+    window.averaging_actions[1].trigger()
+    qtbot.waitUntil(lambda: s.model_info.get("averaging") == 1, timeout=WAIT_MS)
+    assert "averaging" not in window.status.fields["device"].text()
+    with pytest.raises(ValueError, match="at least one copy"):
+        s.set_averaging(0)
+
+
 def test_view_modes_and_click_to_seek(qtbot, window, sample, tmp_path):
     frames = Frames(window.session)
     open_capture(qtbot, window, sample, frames=24)
