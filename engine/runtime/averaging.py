@@ -4,9 +4,9 @@ Why: the model's errors on people and headsets it never saw are misreadings of a
 frame-to-frame noise (temporal smoothing made every held-out capture worse, docs/results.md), and
 a misreading depends on exactly where a lip corner or an eyelid falls in each camera. Reading the
 same frame a few times, each camera image shifted, zoomed and rolled by about a third of the 2-D
-jitter the model was trained with, and averaging the meshes lowered every face, mouth and eyes
-ratio on all three held-out worlds (0.579 -> 0.561x on untrained people with 8 copies; measured in
-docs/results.md). B runs once per copy; G is cheap beside it.
+jitter the model was trained with, and averaging their embeddings lowered every face, mouth and
+eyes ratio on all three held-out worlds (untrained people's face 0.579 -> 0.558x with 16 copies;
+docs/results.md). B runs once per copy; G and F_i run once on the mean e.
 
 The copies are fixed warps drawn once from a seed (not per call), so a frame's output is still a
 pure function of the frame, and the first copy is the frame itself.
