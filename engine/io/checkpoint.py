@@ -162,6 +162,23 @@ def atomic_torch_save(payload: Any, path: Path) -> Path:
     return path
 
 
+def store_extra(checkpoint: str | os.PathLike, key: str, value: Any, out: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` with ``extra[key] = value`` (None removes the key) to ``out``, atomically;
+    every other field is kept as it is in the file (fp16 weights stay fp16). How fitted add-ons
+    (the ARKit head, the recommended test-time averaging) are stamped onto a trained model.
+    Raises CheckpointError for a file that is not a MIA checkpoint, OSError when ``out`` cannot be written."""
+    raw = safe_torch_load(Path(checkpoint), CheckpointError, "checkpoint")
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{checkpoint}: not a MIA checkpoint (field 'format' should be {FORMAT!r})")
+    extra = dict(raw.get("extra") or {})
+    extra.pop(key, None)
+    if value is not None:
+        extra[key] = value
+    raw["extra"] = extra
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_torch_save(raw, Path(out))
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and validate a checkpoint; every problem is a CheckpointError naming the file and field."""
     path = Path(path)

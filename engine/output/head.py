@@ -16,8 +16,6 @@ datasets, then one linear solve) and writes the checkpoint with the head atomica
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import hashlib
 import os
 import sys
@@ -316,7 +314,7 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
 
     ``cache``: an .npz that keeps the result per capture, keyed by the backbone fingerprint (a rerun
     on the same model skips B)."""
-    from engine.io.capture_reader import open_capture
+    from engine.io.capture_reader import decode_in_threads, open_capture
     from engine.io.capture_schema import read_meta
     from engine.output.solver import BlendshapeSolver
     model = checkpoint.build_model()  # type: ignore[attr-defined]
@@ -346,29 +344,28 @@ def gather(checkpoint: object, captures: Sequence[Path], neutral_of: Callable[[P
 
     paths = [Path(p) for p in captures]
     todo = [p for p in paths if f"e:{tag_of(p)}" not in store]  # cached: no need to open the videos
-    jobs = max(1, min(8, os.cpu_count() or 1, len(todo)))
     e_all, y_all, g_all, skipped = [], [], [], []
-    with ThreadPoolExecutor(jobs) as pool:  # OpenCV decodes with the GIL released
-        loaded = iter(pool.map(load, todo))
-        for k, path in enumerate(paths):
-            tag = tag_of(path)
-            subject = f"{path.parent.parent.resolve()}:{read_meta(path).subject_id}"
-            if f"e:{tag}" in store:
-                e, y = store[f"e:{tag}"], store[f"y:{tag}"]
+    loaded = decode_in_threads(load, todo)
+    for k, path in enumerate(paths):
+        tag = tag_of(path)
+        subject = f"{path.parent.parent.resolve()}:{read_meta(path).subject_id}"
+        if f"e:{tag}" in store:
+            e, y = store[f"e:{tag}"], store[f"y:{tag}"]
+        else:
+            y, why, frames = next(loaded)
+            if y is None:
+                skipped.append(f"{path}: {why}")
+                e = None
             else:
-                y, why, frames = next(loaded)
-                if y is None:
-                    skipped.append(f"{path}: {why}")
-                    e = None
-                else:
-                    e = embed_frames(model.backbone, frames, size)
-                    store[f"e:{tag}"], store[f"y:{tag}"] = e, y
-            if e is not None:
-                e_all.append(e)
-                y_all.append(np.asarray(y, np.float32))
-                g_all.append(np.full(len(e), subject))
-            if progress:
-                progress(k + 1, len(paths), path.name)
+                e = embed_frames(model.backbone, frames, size)
+                store[f"e:{tag}"], store[f"y:{tag}"] = e, y
+        if e is not None:
+            e_all.append(e)
+            y_all.append(np.asarray(y, np.float32))
+            g_all.append(np.full(len(e), subject))
+        if progress:
+            progress(k + 1, len(paths), path.name)
+    loaded.close()  # every capture is consumed: let its thread pool go now, not at garbage collection
     if cache is not None:
         with atomic_path(cache) as tmp:
             np.savez(tmp, backbone=np.array(key), **store)
@@ -446,20 +443,9 @@ def fit_arkit_head(checkpoint: str | os.PathLike, datasets: Iterable[str | os.Pa
 def store_arkit_head(checkpoint: str | os.PathLike, head: ArkitHead | None, out: str | os.PathLike) -> Path:
     """Write ``checkpoint`` with ``head`` as its ``extra["arkit_head"]`` (None removes it) to ``out``,
     atomically; every other field is kept as it is in the file (fp16 weights stay fp16)."""
-    from engine.io.checkpoint import FORMAT as CHECKPOINT_FORMAT
-    from engine.io.checkpoint import atomic_torch_save, safe_torch_load
-    from engine.errors import CheckpointError
-    raw = safe_torch_load(Path(checkpoint), CheckpointError, "checkpoint")
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{checkpoint}: not a MIA checkpoint (field 'format' should be {CHECKPOINT_FORMAT!r})")
-    extra = dict(raw.get("extra") or {})
-    extra.pop(HEAD_KEY, None)
-    if head is not None:
-        extra[HEAD_KEY] = head.to_dict()
-    raw["extra"] = extra
+    from engine.io.checkpoint import store_extra
     try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        return atomic_torch_save(raw, Path(out))
+        return store_extra(checkpoint, HEAD_KEY, None if head is None else head.to_dict(), out)
     except OSError as err:
         raise HeadError(f"--out {out}: cannot write the checkpoint there ({err.strerror or err})") from None
 

@@ -102,33 +102,8 @@ def sampling_grids(cfg: AveragingConfig, size: int) -> np.ndarray:
     return grids
 
 
-def expand(images: np.ndarray, warps: np.ndarray) -> np.ndarray:
-    """(N, 3, S, S) float32 model inputs -> (copies * N, 3, S, S): the frames, then each warped copy
-    of all of them (copy-major, so `reduce` is a reshape and a mean)."""
-    n, cams, h, w = images.shape
-    out = np.empty((len(warps) + 1, n, cams, h, w), np.float32)
-    out[0] = images
-    for k, per_camera in enumerate(warps, 1):
-        for i in range(n):
-            for c in range(cams):
-                out[k, i, c] = cv2.warpAffine(images[i, c], per_camera[c], (w, h), flags=cv2.INTER_LINEAR,
-                                              borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(-1, cams, h, w)
-
-
-def reduce(rows: np.ndarray, copies: int) -> np.ndarray:
-    """Mean over the copies of an (copies * N, ...) array laid out by `expand` -> (N, ...)."""
-    return rows.reshape(copies, -1, *rows.shape[1:]).mean(axis=0)
-
-
 def store_averaging(checkpoint: str | os.PathLike, cfg: AveragingConfig, out: str | os.PathLike) -> Path:
     """Write `checkpoint` with `cfg` as its recommended test-time averaging (`extra[EXTRA_KEY]`) to
     `out`, atomically; everything else in the file is kept as it is (fp16 weights stay fp16)."""
-    from engine.errors import CheckpointError
-    from engine.io.checkpoint import FORMAT, atomic_torch_save, safe_torch_load
-    raw = safe_torch_load(Path(checkpoint), CheckpointError, "checkpoint")
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise CheckpointError(f"{checkpoint}: not a MIA checkpoint (field 'format' should be {FORMAT!r})")
-    raw["extra"] = {**(raw.get("extra") or {}), EXTRA_KEY: cfg.to_dict()}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    return atomic_torch_save(raw, Path(out))
+    from engine.io.checkpoint import store_extra
+    return store_extra(checkpoint, EXTRA_KEY, cfg.to_dict(), out)

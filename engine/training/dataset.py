@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.io.capture_schema import CODE_DIM, CaptureMeta, read_meta
-from engine.io.capture_reader import list_captures, open_capture
+from engine.io.capture_reader import decode_in_threads, list_captures, open_capture
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.io.layout import neutral_path
 from engine.io.mesh import load_neutral
@@ -181,17 +181,8 @@ def load_capture(path: Path, size: int, split: str, val_fraction: float) -> Capt
 
 def load_captures(paths: Sequence[Path], size: int, split: str, val_fraction: float,
                   jobs: int | None = None) -> list[CaptureData]:
-    """`load_capture` of each path, in order, on `jobs` threads (default: the CPU count, at most 16).
-
-    Threads suffice because OpenCV decodes with the GIL released; opening a capture's three
-    streams costs more than decoding a short capture's frames, so one capture at a time left the
-    other cores idle (tens of thousands of frames took minutes to load)."""
-    jobs = min(16, os.cpu_count() or 1) if jobs is None else jobs
-    if jobs <= 1 or len(paths) <= 1:
-        return [load_capture(p, size, split, val_fraction) for p in paths]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(min(jobs, len(paths))) as pool:
-        return list(pool.map(lambda p: load_capture(p, size, split, val_fraction), paths))
+    """`load_capture` of each path, in order, decoded on threads (`decode_in_threads`)."""
+    return list(decode_in_threads(lambda p: load_capture(p, size, split, val_fraction), paths, jobs))
 
 
 class HMCDataset(Dataset):
