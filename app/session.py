@@ -184,9 +184,10 @@ class Session(QObject):
         self.worker.post(LoadModel(str(path)))
 
     @property
-    def averaging(self) -> int:
-        """Test-time averaging copies the worker reads each frame with (engine/runtime/averaging.py)."""
-        return int(self.worker.averaging or 1)
+    def averaging(self) -> int | None:
+        """Test-time averaging copies the worker loads models with (engine/runtime/averaging.py);
+        None: each model's own recommendation. What the loaded model uses: model_info["averaging"]."""
+        return self.worker.averaging
 
     def set_averaging(self, copies: int) -> None:
         """Read each frame `copies` times (1: once) from now on: the current model is loaded again

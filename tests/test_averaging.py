@@ -2,13 +2,13 @@
 checkpoint's recommendation is what an engine uses by default, and copies=1 is the plain model."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from engine.errors import ConfigError, ExportError
 from engine.io.checkpoint import load_checkpoint
-from engine.runtime.averaging import (EXTRA_KEY, AveragingConfig, averaging_for, copy_warps, expand, reduce,
-                                      store_averaging)
+from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, copy_warps, store_averaging
 from engine.runtime.inference import InferenceEngine
 from tests.test_export import tiny_checkpoint
 
@@ -16,6 +16,25 @@ from tests.test_export import tiny_checkpoint
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("avg") / "tiny.pt", seed=3)
+
+
+def expand(images: np.ndarray, warps: np.ndarray) -> np.ndarray:
+    """The reference the graph is checked against: (N, 3, S, S) -> (copies * N, 3, S, S), the frames
+    then each cv2.warpAffine copy of all of them (copy-major)."""
+    n, cams, h, w = images.shape
+    out = np.empty((len(warps) + 1, n, cams, h, w), np.float32)
+    out[0] = images
+    for k, per_camera in enumerate(warps, 1):
+        for i in range(n):
+            for c in range(cams):
+                out[k, i, c] = cv2.warpAffine(images[i, c], per_camera[c], (w, h), flags=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1, cams, h, w)
+
+
+def reduce(rows: np.ndarray, copies: int) -> np.ndarray:
+    """Mean over the copies of an `expand`-laid-out (copies * N, ...) array -> (N, ...)."""
+    return rows.reshape(copies, -1, *rows.shape[1:]).mean(axis=0)
 
 
 def frames(n: int, size: int) -> np.ndarray:

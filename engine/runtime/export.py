@@ -32,7 +32,7 @@ from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, ExportError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
-from engine.runtime.averaging import AveragingConfig, averaging_for, sampling_grids
+from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, sampling_grids
 
 FORMAT = "mia-onnx"
 VERSION = 1
@@ -297,7 +297,7 @@ class OnnxModel:
     def averaging(self) -> AveragingConfig:
         """The test-time averaging baked into shape.onnx (exports before it had none)."""
         stored = self.manifest.get("averaging")
-        return averaging_for({"test_time_averaging": stored} if stored else None)
+        return averaging_for({EXTRA_KEY: stored} if stored else None)
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images (N, 3, S, S), neutral (K, V, 3) mm -> embedding (N, E), meshes (max(N, K), V, 3)."""

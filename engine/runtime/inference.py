@@ -215,14 +215,15 @@ class _OnnxRunner:
         if not (folder / "manifest.json").exists():
             export_onnx(ckpt, folder, averaging=averaging)
         self.onnx = OnnxModel(folder, threads)
-        stale = [why for why, bad in (("made from another checkpoint than " + str(ckpt.path) + " (hash differs)",
-                                       self.onnx.checkpoint_sha256 != sha),
-                                      (f"its graph averages {self.onnx.averaging.copies} copies, "
-                                       f"{averaging.copies} were asked for", self.onnx.averaging != averaging))
-                 if bad]
+        stale = None
+        if self.onnx.checkpoint_sha256 != sha:
+            stale = f"made from another checkpoint than {ckpt.path} (hash differs)"
+        elif self.onnx.averaging != averaging:
+            stale = f"made for another averaging: its graph averages {self.onnx.averaging.copies} copies, " \
+                    f"{averaging.copies} were asked for"
         if stale:
             if explicit:
-                raise ExportError(f"{folder}: this ONNX export was {stale[0]}; re-export with `mia export`")
+                raise ExportError(f"{folder}: this ONNX export was {stale}; re-export with `mia export`")
             export_onnx(ckpt, folder, averaging=averaging)
             self.onnx = OnnxModel(folder, threads)
 
