@@ -259,6 +259,48 @@ def test_mesh_viewer_ground_truth_view_appears(viewer, qtbot):
 
 @gui
 @opengl
+def test_headlight_shading_looks_like_vispys_per_pixel_phong(viewer, qtbot):
+    """The per-vertex head-light (widgets/headlight_shading.py) replaced vispy's per-pixel
+    ShadingFilter for speed: on the kit's face, turned so that both sides of the surface show, the
+    two must look alike, and the light must follow the camera (a face lit from behind is dark)."""
+    from vispy.visuals.filters import ShadingFilter
+
+    from engine.facemodel import load_face_model
+    from engine.mesh_normals import TopologyNormals
+    model = load_face_model()
+    topo = model.topology
+    vertices = np.asarray(model.neutral[topo.kit_index], np.float32)
+    viewer.set_topology(topo.faces, topo.uvs)
+    viewer.set_mode("shaded")
+    viewer.set_mesh(vertices, None, TopologyNormals(topo.faces)(vertices))
+    viewer._view.camera.azimuth = 55.0  # shows the open side of the face mask from inside too
+    settle(qtbot)
+    ours = viewer.grab_image()
+    face = viewer._driven
+    vispy_phong = ShadingFilter(shading="smooth", shininess=40, specular_coefficient=0.25,
+                                ambient_light=(1, 1, 1, 0.35), diffuse_light=(1, 1, 1, 0.75),
+                                light_dir=face._shading.light_dir)
+    face.visual.detach(face._shading)
+    face.visual.attach(vispy_phong)
+    reference = viewer.grab_image()
+    save("headlight_ours.png", ours)
+    save("headlight_vispy.png", reference)
+    mask = foreground(reference, skip_title_rows=30)
+    assert mask.mean() > 0.1
+    diff = np.abs(ours.astype(int) - reference.astype(int)).max(-1)[mask]
+    assert diff.mean() < 4.0 and np.percentile(diff, 95) < 14, (diff.mean(), np.percentile(diff, 95))
+
+    face.visual.detach(vispy_phong)
+    face.visual.attach(face._shading)
+    face.set_light_dir(-np.asarray(face._shading.light_dir))  # the light now travels towards the camera
+    viewer.canvas.update()
+    behind = viewer.grab_image()
+    lum = lambda img: img.astype(float).mean(-1)[mask].mean()  # noqa: E731
+    assert lum(behind) < 0.75 * lum(ours)
+
+
+@gui
+@opengl
 def test_mesh_viewer_streams_a_face_sized_mesh(viewer, qtbot):
     """~8k vertices / 16k faces, new vertices and errors every frame."""
     vertices, faces, uvs = dome_mesh(n=90)  # 8100 vertices, 15842 faces

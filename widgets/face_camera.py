@@ -12,6 +12,7 @@ FRONT_AZIMUTH, FRONT_ELEVATION = 90.0, 0.0  # with up='+y' this looks down -z at
 # Direction the light travels in camera coordinates (x right, y up, looking down -z):
 # from the viewer's upper left towards the face.
 LIGHT_IN_CAMERA = np.array([0.35, -0.45, -1.0, 0.0])
+VIEW_IN_CAMERA = np.array([0.0, 0.0, -1.0, 0.0])  # the direction the camera looks
 VISUAL_APP = "pyside6"
 BACKGROUND = (0.13, 0.14, 0.16, 1.0)
 TITLE_COLOR = (0.9, 0.9, 0.9, 1.0)
@@ -30,9 +31,18 @@ def frame_camera(camera: scene.TurntableCamera, lo: np.ndarray, hi: np.ndarray) 
     camera.azimuth, camera.elevation, camera.roll = FRONT_AZIMUTH, FRONT_ELEVATION, 0.0
 
 
+def _camera_direction(camera: scene.TurntableCamera, direction: np.ndarray) -> np.ndarray | None:
+    out = np.asarray(camera.transform.map(direction), dtype=np.float64)[:3]
+    if not np.all(np.isfinite(out)) or np.linalg.norm(out) == 0:
+        return None
+    return out
+
+
 def headlight_direction(camera: scene.TurntableCamera) -> np.ndarray | None:
     """The light direction in scene coordinates for the camera's current pose."""
-    light = np.asarray(camera.transform.map(LIGHT_IN_CAMERA), dtype=np.float64)[:3]
-    if not np.all(np.isfinite(light)) or np.linalg.norm(light) == 0:
-        return None
-    return light
+    return _camera_direction(camera, LIGHT_IN_CAMERA)
+
+
+def view_direction(camera: scene.TurntableCamera) -> np.ndarray | None:
+    """The direction the camera looks, in scene coordinates (for specular highlights)."""
+    return _camera_direction(camera, VIEW_IN_CAMERA)

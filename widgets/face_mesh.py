@@ -31,8 +31,10 @@ from vispy.geometry import MeshData
 from vispy.gloo import IndexBuffer, Texture2D, VertexBuffer
 from vispy.util.event import Event
 from vispy.visuals import Visual
-from vispy.visuals.filters import Filter, ShadingFilter, WireframeFilter
+from vispy.visuals.filters import Filter, WireframeFilter
 from vispy.visuals.shaders import Function, Varying
+
+from widgets.headlight_shading import HeadlightShading
 
 MODES: tuple[str, ...] = ("shaded", "textured", "wireframe", "error")
 SKIN_RGBA = (0.82, 0.70, 0.62, 1.0)
@@ -121,7 +123,7 @@ class StreamingMeshVisual(Visual):
 
     def __init__(self) -> None:
         super().__init__(vcode=_VERTEX_SHADER, fcode=_FRAGMENT_SHADER)
-        self.set_gl_state("translucent", depth_test=True, cull_face=False)
+        self.set_gl_state("opaque", depth_test=True, cull_face=False)  # faces are opaque: no blending
         self.events.add(data_updated=Event)
         self._draw_mode = "triangles"
         self._positions = VertexBuffer(np.zeros((0, 3), np.float32))
@@ -272,8 +274,7 @@ class FaceMesh:
         self._has_texture = False
         self._texture_filter: FaceTextureFilter | None = None
         self._wireframe = WireframeFilter(color=(0.12, 0.12, 0.14, 1.0), width=0.7, enabled=False)
-        self._shading = ShadingFilter(shading="smooth", shininess=40, specular_coefficient=0.25,
-                                      ambient_light=(1, 1, 1, 0.35), diffuse_light=(1, 1, 1, 0.75))
+        self._shading = HeadlightShading(ambient=0.35, diffuse=0.75, specular=0.0625, shininess=40.0)
         self._attached: list = []
         # A placeholder triangle: vispy's shading filter reads the mesh data when attached.
         self._show(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.uint32), face_to_vertex(
@@ -418,9 +419,10 @@ class FaceMesh:
                                           normals), color)
 
     # -- lighting ---------------------------------------------------------------------------
-    def set_light_dir(self, direction: np.ndarray) -> None:
-        """Direction the light travels, in scene coordinates (for a head-light)."""
-        self._shading.light_dir = tuple(float(x) for x in direction[:3])
+    def set_light_dir(self, direction: np.ndarray, view_dir: np.ndarray | None = None) -> None:
+        """Direction the light travels and (optionally) the camera looks, in scene coordinates
+        (for a head-light)."""
+        self._shading.set_directions(direction[:3], None if view_dir is None else view_dir[:3])
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(min, max) corners of the current vertices, or None when there are none."""

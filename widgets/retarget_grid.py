@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QListWidget, QListWidgetI
 from vispy import scene
 
 from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headlight_direction,
-                                 make_front_camera)
+                                 make_front_camera, view_direction)
 from widgets.face_mesh import FaceMesh
 from widgets.offscreen_canvas import make_canvas
 
@@ -45,7 +45,7 @@ class _SubjectView:
         """Point the light along the camera's current view (a head-light)."""
         light = headlight_direction(self.view.camera)
         if light is not None:
-            self.mesh.set_light_dir(light)
+            self.mesh.set_light_dir(light, view_direction(self.view.camera))
 
 
 class RetargetGrid(QWidget):
