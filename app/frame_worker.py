@@ -29,7 +29,7 @@ from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, O
                                  ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
                                  Step, SubjectSet, TargetsSet, Wake)
 from engine.mesh_normals import TopologyNormals
-from engine.runtime.sources import FrameSource, SourceFrame, open_source
+from engine.runtime.sources import GT_CACHE_FRAMES, FrameSource, SourceFrame, open_source
 
 __all__ = ["FrameBundle", "FrameWorker"]  # FrameBundle lives in app/worker_protocol.py
 
@@ -71,6 +71,7 @@ class FrameWorker(QThread):
         self.engine: Any = None
         self._masks: RegionMeans | None = None
         self._normals: TopologyNormals | None = None
+        self._truth_normals: dict[int, np.ndarray] = {}  # a recorded source's ground-truth normals, by frame
         self._subject_override: SubjectSpec | None = None
         self._targets: list[SubjectSpec] = []
         self._rois: list = [None, None, None]
@@ -212,6 +213,7 @@ class FrameWorker(QThread):
             return
         self.engine = engine
         self._masks, self._normals = _topology_helpers(engine)
+        self._truth_normals = {}
         engine.set_rois(self._rois)
         info = engine.info()
         self.model_loaded.emit(info)
@@ -400,7 +402,9 @@ class FrameWorker(QThread):
         bundle.targets = {name: (t.mesh, t.texture) for name, t in result.targets.items()}
         gt = frame.ground_truth
         if self._normals is not None:
-            bundle.normals = _normals_of(self._normals, {"mesh": result.mesh, "ground_truth": gt})
+            bundle.normals = _normals_of(self._normals, {"mesh": result.mesh})
+            if (truth := self._ground_truth_normals(frame.index, gt, live)) is not None:
+                bundle.normals["ground_truth"] = truth
             bundle.target_normals = _normals_of(self._normals, {n: t.mesh for n, t in result.targets.items()})
         if gt is not None and gt.shape == result.mesh.shape:
             bundle.vertex_error = np.linalg.norm(result.mesh - gt, axis=1).astype(np.float32)
@@ -410,6 +414,20 @@ class FrameWorker(QThread):
                     self._errors.append((bundle.index, bundle.region_error))
                     del self._errors[:-10_000]
         return bundle
+
+    def _ground_truth_normals(self, index: int, gt: np.ndarray | None, live: bool) -> np.ndarray | None:
+        """Normals of a frame's ground truth; a recorded capture's are kept (read-only) for looped
+        playback, as its source keeps the meshes."""
+        if gt is None or self._normals is None:
+            return None
+        if live:
+            return self._normals(gt)
+        normals = self._truth_normals.get(index)
+        if normals is None and (normals := self._normals(gt)) is not None:
+            normals.setflags(write=False)
+            if len(self._truth_normals) < GT_CACHE_FRAMES:
+                self._truth_normals[index] = normals
+        return normals
 
     def _publish(self, bundle: FrameBundle) -> None:
         now = time.perf_counter()
@@ -437,6 +455,7 @@ class FrameWorker(QThread):
 
     def _close_source(self) -> None:
         src, self.source = self.source, None
+        self._truth_normals = {}
         with self._slot_lock:
             self._errors = []
         self._playing = False

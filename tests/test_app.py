@@ -117,6 +117,10 @@ def test_open_capture_play_seek_and_screenshot(qtbot, window, sample, tmp_path):
     request = s.seek(7)
     qtbot.waitUntil(lambda: frames.answer(request) is not None, timeout=WAIT_MS)
     assert frames.answer(request).index == 7
+    again = frames.answer(request)  # frame 7 was played before: its ground truth's normals are the kept ones
+    from engine.mesh_normals import TopologyNormals
+    np.testing.assert_allclose(again.normals["ground_truth"],
+                               TopologyNormals(window.topology.faces)(again.ground_truth), atol=1e-6)
     qtbot.waitUntil(lambda: window.playback.frame == 7, timeout=5000)
     request = s.step(+1)
     qtbot.waitUntil(lambda: frames.answer(request) is not None, timeout=WAIT_MS)
