@@ -240,7 +240,7 @@ class AvatarAutoencoder(nn.Module):
 
     def decode_texture(self, z: Tensor, view: Tensor) -> Tensor:
         """D_i texture: z (N, latent), unit view vectors (N, 3) -> (N, S, S), not clipped."""
-        x = self.texture_head(torch.cat([z, view], 1)).view(len(z), -1, 4, 4)
+        x = self.texture_head(torch.cat([z, view], 1)).unflatten(1, (-1, 4, 4))  # batch stays symbolic in ONNX
         return self.texture_decoder(x).squeeze(1) + self.texture_mean
 
     def decode_geometry(self, z: Tensor) -> Tensor:

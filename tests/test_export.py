@@ -128,3 +128,65 @@ def test_cli_export_and_info(checkpoint, tmp_path, capsys):
     assert "parameters: backbone" in text and "alice" in text and "topology: ict-narrow-iris" in text
     assert main(["info", str(tmp_path / "onnx")]) == 0
     assert "max_abs_error" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- avatar decoders D_i
+def tiny_avatar(path, seed: int = 0):
+    """A small real avatar file (random weights, a mask that cuts part of the texture)."""
+    from engine import avatar
+    torch.manual_seed(seed)
+    fm = load_face_model()
+    model = avatar.AvatarAutoencoder(avatar.AvatarConfig(texture_size=16, width=4, max_width=8, latent_dim=256),
+                                     fm.topology.vertex_count)
+    torch.nn.init.normal_(model.texture_head[0].weight, std=0.3)
+    model.texture_mean.fill_(0.5)  # textures around mid-grey, so the clamp to [0, 1] keeps their detail
+    mask = np.ones((16, 16), bool)
+    mask[:3] = False
+    return avatar.save_avatar(path, model, subject_id="alice", neutral=fm.to_topology(fm.neutral), mask=mask,
+                              topology=fm.topology.describe())
+
+
+def test_onnx_engine_decodes_textures_as_torch_does(checkpoint, exported, tmp_path, monkeypatch):
+    """On the onnx backend D_i runs in onnxruntime (engine/runtime/avatar_onnx.py), exported once into
+    the cache; its textures equal the torch decoder's for single and batched codes and views."""
+    from engine.avatar import AvatarDecoder, load_avatar
+    from engine.runtime.avatar_onnx import OnnxAvatar
+    monkeypatch.setenv("MIA_CACHE_DIR", str(tmp_path / "cache"))
+    file = tiny_avatar(tmp_path / "alice" / "avatar" / "avatar.pt")
+    onnx_engine = InferenceEngine(checkpoint, backend="onnx", onnx_dir=exported[0])
+    decoder = onnx_engine.set_subject("alice", avatar_dir=file).avatar
+    assert isinstance(decoder, OnnxAvatar) and decoder.uv_mask.shape == (16, 16)
+    cached = list((tmp_path / "cache" / "onnx-avatars").glob("*.onnx"))
+    assert cached == [decoder.onnx_path]
+    torch_avatar = load_avatar(file)
+    rng = np.random.default_rng(3)
+    for n, view in ((1, np.array([0.0, 0.0, 1.0])), (4, rng.normal(0, 0.3, (4, 3)) + [0, 0, 2])):
+        z = rng.normal(0, 1, (n, 256)).astype(np.float32)
+        want = torch_avatar.decode(z, view.astype(np.float32))
+        got = decoder.decode(torch.from_numpy(z), torch.from_numpy(view.astype(np.float32)))
+        assert got.shape == want.shape == (n, 16, 16) and want.std() > 0.01
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert not got[:, :3].any()  # masked like the torch decoder
+    frame = rng.integers(0, 256, (3, 40, 40), dtype=np.uint8)
+    torch_engine = InferenceEngine(checkpoint)
+    assert isinstance(torch_engine.set_subject("alice", avatar_dir=file).avatar, AvatarDecoder)
+    np.testing.assert_allclose(onnx_engine(frame).texture, torch_engine(frame).texture, atol=1e-3)
+    mtime = decoder.onnx_path.stat().st_mtime_ns
+    again = InferenceEngine(checkpoint, backend="onnx", onnx_dir=exported[0]).set_subject("alice", avatar_dir=file)
+    assert again.avatar.onnx_path == decoder.onnx_path and decoder.onnx_path.stat().st_mtime_ns == mtime
+    with pytest.raises(Exception, match=r"codes must be \(N, 256\)"):
+        decoder.decode(np.zeros((2, 3), np.float32))
+
+
+def test_an_avatar_onnx_cannot_reproduce_stays_in_torch(tmp_path, monkeypatch, caplog):
+    from engine.avatar import AvatarDecoder, load_avatar
+    from engine.runtime import avatar_onnx
+    monkeypatch.setenv("MIA_CACHE_DIR", str(tmp_path / "cache"))
+    decoder = load_avatar(tiny_avatar(tmp_path / "a" / "avatar.pt"))
+    monkeypatch.setattr(avatar_onnx, "TOLERANCE", -1.0)
+    kept = avatar_onnx.onnx_avatar(decoder, threads=1)
+    assert kept is decoder and isinstance(kept, AvatarDecoder)
+    assert "stays in torch" in caplog.text and "differs from torch" in caplog.text
+    assert not list((tmp_path / "cache" / "onnx-avatars").glob("*"))  # nothing half-written is kept
+    stand_in = object()
+    assert avatar_onnx.onnx_avatar(stand_in, threads=1) is stand_in  # not an avatar file: left alone

@@ -5,7 +5,7 @@ What is exported is what a deployed headset needs per frame:
   embedding e (N, E) and meshes (max(N, K), V, 3). N and K broadcast (either may be 1), so one
   frame drives K subjects with one backbone call: the retargeting grid of the GUI.
 - ``code_XXX.onnx``, one per subject with an adaptation layer: e (N, E) -> z = P_i F_i(e) + z̄_i.
-  Avatar decoders D_i are the user's own models and are not exported.
+  Avatar decoders D_i are the user's own models, exported apart (engine/runtime/avatar_onnx.py).
 
 Every file is checked against torch on random inputs (several batch sizes, both broadcasts) and
 the export fails with ExportError when any output differs by more than the tolerance, so a shipped
@@ -54,10 +54,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def cache_root() -> Path:
+    """Where exports made on the fly are cached: MIA_CACHE_DIR, else ~/.cache/mia-studio."""
+    return Path(os.environ.get("MIA_CACHE_DIR", Path.home() / ".cache" / "mia-studio"))
+
+
 def default_export_dir(checkpoint_path: str | os.PathLike, averaging: AveragingConfig | None = None) -> Path:
     """Where InferenceEngine(backend="onnx") caches an export: keyed by the checkpoint's hash and
     the test-time averaging baked into its graph."""
-    root = Path(os.environ.get("MIA_CACHE_DIR", Path.home() / ".cache" / "mia-studio"))
+    root = cache_root()
     name = file_sha256(checkpoint_path)[:16]
     if averaging is not None and averaging.enabled:
         key = hashlib.sha256(json.dumps(averaging.to_dict(), sort_keys=True).encode()).hexdigest()[:8]

@@ -260,7 +260,7 @@ class InferenceEngine:
         self.backend, self.threads = backend, threads
         self.device = device if backend == "torch" else "cpu"
         self.averaging = OFF if self.checkpoint.kind == "ps" else averaging_for(self.checkpoint.extra, averaging)
-        torch.set_num_threads(threads)  # the avatar decoders D_j run in torch with either backend
+        torch.set_num_threads(threads)  # avatar decoders D_j that could not go to onnxruntime run in torch
         if self.checkpoint.kind == "ps":
             self._runner: _TorchRunner | _PSRunner | _OnnxRunner = _PSRunner(self.checkpoint, device)
         elif backend == "torch":
@@ -315,7 +315,11 @@ class InferenceEngine:
         self.checkpoint.check_neutral(neutral, what=f"neutral mesh of {name!r}")
         if not np.isfinite(neutral).all():
             raise CheckpointError(f"neutral mesh of {name!r} contains NaN or infinite vertices")
-        return DrivenSubject(name, neutral, name in self.checkpoint.identities, load_avatar_any(avatar))
+        decoder = load_avatar_any(avatar)
+        if self.backend == "onnx":
+            from engine.runtime.avatar_onnx import onnx_avatar
+            decoder = onnx_avatar(decoder, self.threads)
+        return DrivenSubject(name, neutral, name in self.checkpoint.identities, decoder)
 
     def set_subject(self, name: str, neutral: np.ndarray | str | os.PathLike | None = None,
                     avatar_dir: Any = None) -> DrivenSubject:
