@@ -10,7 +10,8 @@ with headset cameras (30 and 90 Hz):
 
 - read, infer: the frame worker's wall time per frame (it overlaps the GUI's drawing);
 - draw: the GUI thread's CPU time per frame, split into updating the views (FramePresenter),
-  drawing the 3D views (vispy, offscreen) and the rest (2D widgets, Qt's composition, events);
+  drawing the 3D views (vispy, offscreen; reading their pixels back is counted in the rest) and the
+  rest (2D widgets, Qt's composition, events);
 - other: the frame period minus draw: the GUI thread waiting for the next frame or for a core;
 - CPU per frame: the whole process, by thread (GUI, frame worker, GL rasteriser, the rest).
 
@@ -106,9 +107,9 @@ class GuiTimes:
             canvas.events.draw.connect(self._draw_end, position="last")
 
     def _on_frame(self, bundle) -> None:
-        t = time.thread_time()
-        self.window._on_frame(bundle)
-        self.update_s += time.thread_time() - t
+        t, drawn = time.thread_time(), self.draw3d_s
+        self.window._on_frame(bundle)  # the presenter starts the 3D views' drawing (submit) inside it
+        self.update_s += time.thread_time() - t - (self.draw3d_s - drawn)
 
     def _draw_start(self, _event) -> None:
         self._t_draw = time.thread_time()

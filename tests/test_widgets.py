@@ -301,6 +301,44 @@ def test_headlight_shading_looks_like_vispys_per_pixel_phong(viewer, qtbot):
 
 @gui
 @opengl
+def test_a_submitted_draw_shows_the_scene_of_its_repaint(viewer, qtbot):
+    """The studio starts a frame's drawing early (submit_draw) and reads the pixels back at the repaint:
+    the widget must show exactly what a synchronous draw shows, and a change made after the submit
+    must not be lost (it is drawn again at the repaint)."""
+    widget = viewer.canvas_widget
+    if not hasattr(widget, "submit"):
+        pytest.skip("a native (QOpenGLWidget) canvas: nothing is submitted")
+    vertices, faces, uvs = dome_mesh()
+    viewer.set_topology(faces, uvs)
+    viewer.set_mesh(vertices)
+    settle(qtbot)
+
+    def shown() -> np.ndarray:
+        widget.repaint()
+        return widget._pixels.copy()
+
+    moved = vertices + np.array([25.0, 0.0, 0.0], np.float32)
+    viewer.set_mesh(moved)
+    viewer.submit_draw()
+    assert viewer.canvas._submitted
+    early = shown()
+    assert not viewer.canvas._submitted  # read back once
+    viewer.set_mesh(moved)
+    synchronous = shown()
+    np.testing.assert_array_equal(early, synchronous)
+
+    viewer.set_mesh(vertices)
+    viewer.submit_draw()
+    viewer.set_mode("error")  # after the submit: the repaint must draw again
+    viewer.set_error(np.abs(vertices[:, 0]) / 10.0, vmax_mm=5.0)
+    later = shown()
+    sat = later.max(-1).astype(int) - later.min(-1)
+    assert (sat > 120).mean() > 0.05, "the change made after the submit is missing"
+    assert np.abs(later.astype(int) - early).mean() > 5
+
+
+@gui
+@opengl
 def test_mesh_viewer_streams_a_face_sized_mesh(viewer, qtbot):
     """~8k vertices / 16k faces, new vertices and errors every frame."""
     vertices, faces, uvs = dome_mesh(n=90)  # 8100 vertices, 15842 faces

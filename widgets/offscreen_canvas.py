@@ -120,30 +120,54 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
     ``on_update`` (the widget schedules a Qt repaint) once per drawn frame; requests made while the
     scene is being drawn are ignored, as SceneCanvas does. ``draw_pixels()`` draws the scene into
     the pbuffer and reads it back; it and ``render()`` release the EGL context afterwards.
+
+    ``submit()`` draws the scene now and only flushes: with Mesa's llvmpipe the rasteriser threads
+    then fill the pixels while the GUI thread goes on (updating and painting the 2-D widgets), and
+    the next ``draw_pixels()`` only reads them back, unless the scene changed in between, when it
+    draws again. Reading back straight after drawing made the GUI thread wait for the rasteriser
+    (``glFinish``, about 8 ms a frame in the studio).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.on_update: Callable[[], None] | None = None
         self._repaint_requested = False
+        self._submitted = False  # the pbuffer holds (or is being filled with) the current scene
         self._busy = False  # drawing or rendering
         super().__init__(*args, **kwargs)
 
     def update(self, node: Any = None) -> None:
         super().update(node)  # with the EGL backend this only marks the canvas, nothing draws
-        if self._busy or self._repaint_requested or self.on_update is None:
+        if self._busy:
+            return
+        self._submitted = False  # the scene changed after the last submit
+        if self._repaint_requested or self.on_update is None:
             return
         self._repaint_requested = True
         self.on_update()
 
-    def draw_pixels(self) -> np.ndarray:
-        """Draw the scene at the canvas size; (h, w, 3) uint8 RGB, top row first."""
+    def submit(self) -> None:
+        """Draw the scene into the pbuffer without waiting for the pixels (see the class docstring)."""
         self._busy = True
         try:
             self.set_current()
             self.events.draw(region=None)
-            return gloo.read_pixels(alpha=False)
+            gloo.flush()
+            self._submitted = True
         finally:
             self._busy = self._repaint_requested = False
+            release_context()
+
+    def draw_pixels(self) -> np.ndarray:
+        """The scene at the canvas size, drawn now unless submitted unchanged; (h, w, 3) uint8 RGB,
+        top row first."""
+        self._busy = True
+        try:
+            self.set_current()
+            if not self._submitted:
+                self.events.draw(region=None)
+            return gloo.read_pixels(alpha=False)
+        finally:
+            self._busy = self._repaint_requested = self._submitted = False
             release_context()
 
     def render(self, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -151,7 +175,7 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
         try:
             return super().render(*args, **kwargs)
         finally:
-            self._busy = False
+            self._busy = self._submitted = False  # render() draws into its own framebuffer: draw again
             release_context()  # grab_image() must not leave the context current either
 
 
@@ -227,6 +251,11 @@ class OffscreenCanvasWidget(QWidget):
     def _schedule(self) -> None:
         self._dirty = True
         self.update()
+
+    def submit(self) -> None:
+        """Start drawing a changed scene now; the repaint that shows it then only reads it back."""
+        if self._dirty and self.isVisible():
+            self.canvas.submit()
 
     def _draw(self) -> None:
         start = time.perf_counter()
