@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QImage, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMessageBox, QSplitter, QVBoxLayout,
                                QWidget)
@@ -525,6 +525,16 @@ class MainWindow(QMainWindow):
         return bool(self.grab().save(str(path)))
 
     # ----- shutdown
+    def event(self, event: QEvent) -> bool:
+        """Before Qt paints the window, the changed 3D views start drawing (offscreen canvases), so
+        the GL rasteriser fills them while Qt paints the feeds, plots and panels; their own paint
+        then only reads the pixels back. Once per paint, so a frame that is replaced before the
+        window is painted costs no draw."""
+        if event.type() == QEvent.Type.UpdateRequest:
+            self.viewer.submit_draw()
+            self.retarget.submit_draw()
+        return super().event(event)
+
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()
         for job in self.studio_actions.jobs:  # stop long work first: a QThread must not outlive the app

@@ -70,22 +70,10 @@ class FramePresenter:
     # ----- per frame
     def show(self, bundle: FrameBundle, errors: ErrorHistory, fps: float) -> None:
         self._show_states(bundle.camera_states)
-        if bundle.fresh:
-            self.last = bundle
-            self._show_faces(bundle)  # first: their drawing then overlaps the rest of this update
         self.hmc.set_frames(bundle.images)
         if not bundle.fresh:
             return
-        if not bundle.live:
-            self.playback.set_frame(bundle.index)
-        self.latency.add_sample(bundle.infer_ms, self.render_ms, fps, redraw=False)
-        if bundle.request:  # the answer to a seek or step: mark it at once
-            self.plots.set_current_frame(bundle.index)
-        if time.perf_counter() - self._last_plot >= PLOT_PERIOD_S:
-            self.refresh_plots(errors)
-
-    def _show_faces(self, bundle: FrameBundle) -> None:
-        """The driven face, its ground truth and the retarget grid; their canvases start drawing."""
+        self.last = bundle
         if bundle.mesh is not None:
             self.viewer.set_mesh(bundle.mesh, bundle.texture, bundle.normals.get("mesh"))
             gt = bundle.ground_truth if self.show_ground_truth else None
@@ -93,10 +81,15 @@ class FramePresenter:
                 self.viewer.set_ground_truth(gt, bundle.normals.get("ground_truth"))
             if self.viewer.mode == "error":
                 self.viewer.set_error(bundle.vertex_error, self.error_scale_mm)
-            self.viewer.submit_draw()
         if bundle.targets and self.grid.isVisible():
             self.grid.set_meshes(bundle.targets, bundle.target_normals)
-            self.grid.submit_draw()
+        if not bundle.live:
+            self.playback.set_frame(bundle.index)
+        self.latency.add_sample(bundle.infer_ms, self.render_ms, fps, redraw=False)
+        if bundle.request:  # the answer to a seek or step: mark it at once
+            self.plots.set_current_frame(bundle.index)
+        if time.perf_counter() - self._last_plot >= PLOT_PERIOD_S:
+            self.refresh_plots(errors)
 
     def show_hidden(self, errors: ErrorHistory) -> None:
         """Bring views that were hidden (and so skipped) up to date with the last frame."""

@@ -106,6 +106,15 @@ def test_open_capture_play_seek_and_screenshot(qtbot, window, sample, tmp_path):
     assert last.mesh.shape == last.ground_truth.shape == (window.topology.vertex_count, 3)
     assert last.texture is not None and last.vertex_error is not None
     assert set(last.normals) == {"mesh", "ground_truth"}  # lit off the GUI thread
+    canvas = window.viewer.canvas
+    if hasattr(canvas, "submit"):  # offscreen canvases start drawing when Qt is about to paint the window
+        submitted = []
+        original = canvas.submit
+        canvas.submit = lambda: submitted.append(1) or original()
+        shown = window.session.frames_shown
+        qtbot.waitUntil(lambda: window.session.frames_shown >= shown + 3, timeout=WAIT_MS)
+        del canvas.submit
+        assert submitted, "the viewer's drawing was never started before a paint"
     drawn = window.viewer._driven.visual.mesh_data.get_vertex_normals(indexed="faces")
     np.testing.assert_array_equal(drawn, window.presenter.last.normals["mesh"])  # the worker's, not recomputed
     assert set(last.region_error) == {"eyes", "mouth", "face"}

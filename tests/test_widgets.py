@@ -301,6 +301,35 @@ def test_headlight_shading_looks_like_vispys_per_pixel_phong(viewer, qtbot):
 
 @gui
 @opengl
+def test_stable_grid_lays_out_on_changes_only(viewer, qtbot, monkeypatch):
+    """The viewer's grid (widgets/stable_grid.py) must follow resizes and new cells like vispy's Grid,
+    and not lay itself out again on draws where nothing changed."""
+    from vispy.scene.widgets import Grid
+    layouts = []
+    original = Grid._update_child_widget_dim
+    monkeypatch.setattr(Grid, "_update_child_widget_dim", lambda self: layouts.append(1) or original(self))
+    vertices, faces, uvs = dome_mesh()
+    viewer.set_topology(faces, uvs)
+    viewer.set_mesh(vertices)
+    viewer.set_ground_truth(vertices)
+    viewer.grab_image()
+    gt_left = viewer._gt_view.pos[0]
+    before = len(layouts)
+    for shift in (1.0, 2.0, 3.0):
+        viewer.set_mesh(vertices + shift)
+        viewer.grab_image()
+    assert len(layouts) == before, "laid out again although nothing changed"
+    assert gt_left >= viewer._view.pos[0] + viewer._view.size[0]  # ground truth right of the driven view
+    viewer.resize(1200, 450)
+    settle(qtbot)
+    viewer.grab_image()
+    assert len(layouts) > before
+    assert viewer._gt_view.pos[0] > 1.3 * gt_left  # the wider canvas moved the second column
+    assert "StableGrid at" in repr(viewer._grid)
+
+
+@gui
+@opengl
 def test_a_submitted_draw_shows_the_scene_of_its_repaint(viewer, qtbot):
     """The studio starts a frame's drawing early (submit_draw) and reads the pixels back at the repaint:
     the widget must show exactly what a synchronous draw shows, and a change made after the submit

@@ -23,6 +23,7 @@ from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headligh
                                  make_front_camera, view_direction)
 from widgets.face_mesh import MODES, FaceMesh
 from widgets.offscreen_canvas import make_canvas
+from widgets.stable_grid import StableGrid
 
 
 class MeshViewer(QWidget):
@@ -139,7 +140,8 @@ class MeshViewer(QWidget):
 
     def submit_draw(self) -> None:
         """Start drawing the changed scene now (offscreen canvases), so the rasteriser works while
-        the GUI thread updates other views; the next repaint only reads the pixels back."""
+        the GUI thread paints other views; the next repaint only reads the pixels back. The main
+        window calls it when Qt is about to paint."""
         submit = getattr(self.canvas_widget, "submit", None)
         if submit is not None:
             submit()
@@ -174,7 +176,7 @@ class MeshViewer(QWidget):
             widget.parent = None
         if self._grid is not None:
             self.canvas.central_widget.remove_widget(self._grid)
-        grid = self._grid = self.canvas.central_widget.add_grid(spacing=4)
+        grid = self._grid = self.canvas.central_widget.add_widget(StableGrid(spacing=4))
         grid.add_widget(self._title, row=0, col=0)
         grid.add_widget(self._view, row=1, col=0)
         col = 1

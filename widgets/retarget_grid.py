@@ -20,6 +20,7 @@ from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headligh
                                  make_front_camera, view_direction)
 from widgets.face_mesh import FaceMesh
 from widgets.offscreen_canvas import make_canvas
+from widgets.stable_grid import StableGrid
 
 MeshAndTexture = tuple[np.ndarray, np.ndarray | None]
 
@@ -203,7 +204,7 @@ class RetargetGrid(QWidget):
             for cell in self._cells.values():
                 cell.title.parent = cell.view.parent = None
             self.canvas.central_widget.remove_widget(self._grid)
-        grid = self._grid = self.canvas.central_widget.add_grid(spacing=2)
+        grid = self._grid = self.canvas.central_widget.add_widget(StableGrid(spacing=2))
         ncols = max(1, math.ceil(math.sqrt(len(self._shown))))
         leader = None
         for i, name in enumerate(self._shown):
