@@ -531,8 +531,9 @@ class MainWindow(QMainWindow):
         then only reads the pixels back. Once per paint, so a frame that is replaced before the
         window is painted costs no draw."""
         if event.type() == QEvent.Type.UpdateRequest:
-            self.viewer.submit_draw()
-            self.retarget.submit_draw()
+            for view in (getattr(self, "viewer", None), getattr(self, "retarget", None)):  # None while built
+                if view is not None:
+                    view.submit_draw()
         return super().event(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:
