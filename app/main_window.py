@@ -532,8 +532,9 @@ class MainWindow(QMainWindow):
         window is painted costs no draw."""
         if event.type() == QEvent.Type.UpdateRequest:
             for view in (getattr(self, "viewer", None), getattr(self, "retarget", None)):  # None while built
-                if view is not None:
-                    view.submit_draw()
+                submit = getattr(getattr(view, "canvas_widget", None), "submit", None)  # offscreen canvases only
+                if submit is not None:
+                    submit()
         return super().event(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:

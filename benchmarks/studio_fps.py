@@ -108,9 +108,9 @@ class GuiTimes:
             canvas.events.draw.connect(self._draw_end, position="last")
 
     def _on_frame(self, bundle) -> None:
-        t, drawn = time.thread_time(), self.draw3d_s
-        self.window._on_frame(bundle)  # the presenter starts the 3D views' drawing (submit) inside it
-        self.update_s += time.thread_time() - t - (self.draw3d_s - drawn)
+        t = time.thread_time()
+        self.window._on_frame(bundle)
+        self.update_s += time.thread_time() - t
 
     def _draw_start(self, _event) -> None:
         self._t_draw = time.thread_time()

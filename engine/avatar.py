@@ -313,14 +313,22 @@ class AvatarDecoder:
             raise AvatarError(f"view must be (3,) or ({n}, 3), got {tuple(v.shape)}")
         return v / v.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
-    @torch.no_grad()
-    def decode(self, z: np.ndarray | Tensor, view: np.ndarray | Tensor = FRONTAL_VIEW) -> np.ndarray:
-        """Codes (N, latent) and views (N, 3) or (3,) -> textures (N, S, S) float32 in [0, 1], 0 off the face."""
+    def decode_inputs(self, z: np.ndarray | Tensor, view: np.ndarray | Tensor = FRONTAL_VIEW) -> tuple[Tensor, Tensor]:
+        """Checked codes (N, latent) and unit views (N, 3), from views (N, 3) or (3,): what
+        ``masked_textures`` takes (shared with the onnxruntime decoder, engine/runtime/avatar_onnx.py)."""
         z = _as_tensor(z)
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise AvatarError(f"codes must be (N, {self.latent_dim}), got {tuple(z.shape)}")
-        tex = self.model.decode_texture(z, self._views(view, len(z))).clamp(0, 1)
-        return (tex * torch.from_numpy(self.uv_mask)).numpy()
+        return z, self._views(view, len(z))
+
+    def masked_textures(self, z: Tensor, views: Tensor) -> Tensor:
+        """D_i's textures clamped to [0, 1] and zero off the face (the graph the onnx backend exports)."""
+        return self.model.decode_texture(z, views).clamp(0, 1) * torch.from_numpy(self.uv_mask).to(z.dtype)
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray | Tensor, view: np.ndarray | Tensor = FRONTAL_VIEW) -> np.ndarray:
+        """Codes (N, latent) and views (N, 3) or (3,) -> textures (N, S, S) float32 in [0, 1], 0 off the face."""
+        return self.masked_textures(*self.decode_inputs(z, view)).numpy()
 
     @torch.no_grad()
     def decode_geometry(self, z: np.ndarray | Tensor) -> np.ndarray:

@@ -331,7 +331,7 @@ def test_stable_grid_lays_out_on_changes_only(viewer, qtbot, monkeypatch):
 @gui
 @opengl
 def test_a_submitted_draw_shows_the_scene_of_its_repaint(viewer, qtbot):
-    """The studio starts a frame's drawing early (submit_draw) and reads the pixels back at the repaint:
+    """The studio starts a frame's drawing early (submit) and reads the pixels back at the repaint:
     the widget must show exactly what a synchronous draw shows, and a change made after the submit
     must not be lost (it is drawn again at the repaint)."""
     widget = viewer.canvas_widget
@@ -348,7 +348,7 @@ def test_a_submitted_draw_shows_the_scene_of_its_repaint(viewer, qtbot):
 
     moved = vertices + np.array([25.0, 0.0, 0.0], np.float32)
     viewer.set_mesh(moved)
-    viewer.submit_draw()
+    widget.submit()
     assert viewer.canvas._submitted
     early = shown()
     assert not viewer.canvas._submitted  # read back once
@@ -357,7 +357,7 @@ def test_a_submitted_draw_shows_the_scene_of_its_repaint(viewer, qtbot):
     np.testing.assert_array_equal(early, synchronous)
 
     viewer.set_mesh(vertices)
-    viewer.submit_draw()
+    widget.submit()
     viewer.set_mode("error")  # after the submit: the repaint must draw again
     viewer.set_error(np.abs(vertices[:, 0]) / 10.0, vmax_mm=5.0)
     later = shown()

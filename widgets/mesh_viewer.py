@@ -138,14 +138,6 @@ class MeshViewer(QWidget):
         self._needs_framing = False
         self._follow_light()
 
-    def submit_draw(self) -> None:
-        """Start drawing the changed scene now (offscreen canvases), so the rasteriser works while
-        the GUI thread paints other views; the next repaint only reads the pixels back. The main
-        window calls it when Qt is about to paint."""
-        submit = getattr(self.canvas_widget, "submit", None)
-        if submit is not None:
-            submit()
-
     def grab_image(self) -> np.ndarray:
         """An (H, W, 3) uint8 offscreen render of the whole canvas."""
         return np.ascontiguousarray(self.canvas.render(alpha=False)[..., :3])

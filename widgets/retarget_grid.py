@@ -155,12 +155,6 @@ class RetargetGrid(QWidget):
         for cell in self._cells.values():
             cell.follow_light()
 
-    def submit_draw(self) -> None:
-        """Start drawing the changed grid now (see MeshViewer.submit_draw)."""
-        submit = getattr(self.canvas_widget, "submit", None)
-        if submit is not None:
-            submit()
-
     def grab_image(self) -> np.ndarray:
         """An (H, W, 3) uint8 offscreen render of the whole grid."""
         return np.ascontiguousarray(self.canvas.render(alpha=False)[..., :3])

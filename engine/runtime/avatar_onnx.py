@@ -20,24 +20,24 @@ import torch
 from torch import Tensor, nn
 
 from engine.avatar import FRONTAL_VIEW, AvatarDecoder
-from engine.errors import AvatarError, ExportError
+from engine.errors import ExportError
 from engine.io.atomic import atomic_path
-from engine.runtime.export import _export, _session, cache_root, file_sha256
+from engine.runtime.export import _export, _max_error, _session, cache_root, file_sha256
 
 LOG = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # texture values are in [0, 1]
 
 
 class DecoderGraph(nn.Module):
-    """D_i's texture branch as ``AvatarDecoder.decode`` applies it: views normalised by the caller."""
+    """``AvatarDecoder.masked_textures`` as a module to export: views normalised by the caller."""
 
     def __init__(self, avatar: AvatarDecoder) -> None:
         super().__init__()
-        self.model = avatar.model
-        self.register_buffer("mask", torch.from_numpy(np.asarray(avatar.uv_mask, np.float32)), persistent=False)
+        self.model = avatar.model  # registered, so its weights are the graph's parameters
+        self.avatar = avatar
 
     def forward(self, z: Tensor, view: Tensor) -> Tensor:
-        return self.model.decode_texture(z, view).clamp(0, 1) * self.mask
+        return self.avatar.masked_textures(z, view)
 
 
 class OnnxAvatar:
@@ -52,20 +52,17 @@ class OnnxAvatar:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["avatar"], name)
 
+    @torch.no_grad()
     def decode(self, z: np.ndarray | Tensor, view: np.ndarray | Tensor = FRONTAL_VIEW) -> np.ndarray:
-        """Codes (N, latent) and views (N, 3) or (3,) -> textures (N, S, S) float32, as AvatarDecoder.decode."""
-        z = np.ascontiguousarray(z.detach().cpu().numpy() if isinstance(z, Tensor) else z, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.avatar.latent_dim:
-            raise AvatarError(f"codes must be (N, {self.avatar.latent_dim}), got {tuple(z.shape)}")
-        v = np.asarray(view.detach().cpu().numpy() if isinstance(view, Tensor) else view, np.float32)
-        v = np.broadcast_to(v, (len(z), 3)) if v.ndim == 1 and v.shape == (3,) else v
-        if v.shape != (len(z), 3):
-            raise AvatarError(f"view must be (3,) or ({len(z)}, 3), got {tuple(v.shape)}")
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-8)
-        return self._session.run(["texture"], {"z": z, "view": np.ascontiguousarray(v, np.float32)})[0]
+        """Codes (N, latent) and views (N, 3) or (3,) -> textures (N, S, S) float32, as AvatarDecoder.decode
+        (the same checks and view normalisation)."""
+        z, views = self.avatar.decode_inputs(z, view)
+        feed = {name: np.ascontiguousarray(t.detach().cpu().numpy(), np.float32) for name, t in (("z", z), ("view", views))}
+        return self._session.run(["texture"], feed)[0]
 
 
-def _max_error(avatar: AvatarDecoder, graph: DecoderGraph, path: Path) -> float:
+def _error_against_torch(avatar: AvatarDecoder, graph: DecoderGraph, path: Path) -> float:
+    """Max abs difference of the ONNX file from torch on random codes and views, 1 and 3 at a time."""
     rng = np.random.default_rng(0)
     session = _session(path, threads=1)
     error = 0.0
@@ -74,11 +71,8 @@ def _max_error(avatar: AvatarDecoder, graph: DecoderGraph, path: Path) -> float:
         view = rng.normal(0, 0.3, (n, 3)).astype(np.float32) + FRONTAL_VIEW
         view /= np.linalg.norm(view, axis=1, keepdims=True)
         with torch.inference_mode():
-            want = graph(torch.from_numpy(z), torch.from_numpy(view)).numpy()
-        got = session.run(["texture"], {"z": z, "view": view})[0]
-        if got.shape != want.shape:
-            raise ExportError(f"{path.name}: ONNX texture shaped {got.shape} where torch gives {want.shape}")
-        error = max(error, float(np.abs(got - want).max()))
+            want = graph(torch.from_numpy(z), torch.from_numpy(view))
+        error = max(error, _max_error(want, session.run(["texture"], {"z": z, "view": view})[0]))
     return error
 
 
@@ -90,7 +84,7 @@ def export_avatar(avatar: AvatarDecoder, path: Path) -> float:
     with atomic_path(path) as tmp:
         _export(graph, (torch.zeros(1, avatar.latent_dim), torch.from_numpy(FRONTAL_VIEW)[None]), tmp,
                 ["z", "view"], ["texture"], {"z": {0: "frames"}, "view": {0: "frames"}, "texture": {0: "frames"}})
-        error = _max_error(avatar, graph, tmp)
+        error = _error_against_torch(avatar, graph, tmp)
         if error > TOLERANCE:
             raise ExportError(f"{avatar.path}: the ONNX avatar decoder differs from torch by {error:.1e} "
                               f"(tolerance {TOLERANCE:.0e})")
