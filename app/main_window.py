@@ -524,7 +524,7 @@ class MainWindow(QMainWindow):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return bool(self.grab().save(str(path)))
 
-    # ----- shutdown
+    # ----- painting
     def event(self, event: QEvent) -> bool:
         """Before Qt paints the window, the changed 3D views start drawing (offscreen canvases), so
         the GL rasteriser fills them while Qt paints the feeds, plots and panels; their own paint
@@ -537,6 +537,7 @@ class MainWindow(QMainWindow):
                     submit()
         return super().event(event)
 
+    # ----- shutdown
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()
         for job in self.studio_actions.jobs:  # stop long work first: a QThread must not outlive the app

@@ -31,18 +31,10 @@ def frame_camera(camera: scene.TurntableCamera, lo: np.ndarray, hi: np.ndarray) 
     camera.azimuth, camera.elevation, camera.roll = FRONT_AZIMUTH, FRONT_ELEVATION, 0.0
 
 
-def _camera_direction(camera: scene.TurntableCamera, direction: np.ndarray) -> np.ndarray | None:
-    out = np.asarray(camera.transform.map(direction), dtype=np.float64)[:3]
-    if not np.all(np.isfinite(out)) or np.linalg.norm(out) == 0:
+def headlight(camera: scene.TurntableCamera) -> tuple[np.ndarray, np.ndarray] | None:
+    """(direction the light travels, direction the camera looks) in scene coordinates for the
+    camera's current pose; None for a degenerate camera."""
+    mapped = np.asarray(camera.transform.map(np.stack([LIGHT_IN_CAMERA, VIEW_IN_CAMERA])), np.float64)[:, :3]
+    if not np.all(np.isfinite(mapped)) or not np.all(np.linalg.norm(mapped, axis=1) > 0):
         return None
-    return out
-
-
-def headlight_direction(camera: scene.TurntableCamera) -> np.ndarray | None:
-    """The light direction in scene coordinates for the camera's current pose."""
-    return _camera_direction(camera, LIGHT_IN_CAMERA)
-
-
-def view_direction(camera: scene.TurntableCamera) -> np.ndarray | None:
-    """The direction the camera looks, in scene coordinates (for specular highlights)."""
-    return _camera_direction(camera, VIEW_IN_CAMERA)
+    return mapped[0], mapped[1]

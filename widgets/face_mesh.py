@@ -276,7 +276,7 @@ class FaceMesh:
         self._wireframe = WireframeFilter(color=(0.12, 0.12, 0.14, 1.0), width=0.7, enabled=False)
         self._shading = HeadlightShading(ambient=0.35, diffuse=0.75, specular=0.0625, shininess=40.0)
         self._attached: list = []
-        # A placeholder triangle: vispy's shading filter reads the mesh data when attached.
+        # A placeholder triangle: the shading filter reads the mesh data (normals) when attached.
         self._show(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.uint32), face_to_vertex(
             np.array([[0, 1, 2]]), 3), None, SKIN_RGBA)
         self._attach_filters()

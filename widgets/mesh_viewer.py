@@ -19,8 +19,7 @@ from vispy import scene
 from vispy.color import Colormap
 
 from widgets.colormap import DEFAULT_COLORMAP, apply_colormap, colormap_lut
-from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headlight_direction,
-                                 make_front_camera, view_direction)
+from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight, make_front_camera
 from widgets.face_mesh import MODES, FaceMesh
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
@@ -181,10 +180,10 @@ class MeshViewer(QWidget):
             grid.add_widget(self._colorbar, row=1, col=col)
 
     def _follow_light(self, event: object = None) -> None:
-        light, view = headlight_direction(self._view.camera), view_direction(self._view.camera)
-        if light is not None:
-            self._driven.set_light_dir(light, view)
-            self._gt.set_light_dir(light, view)
+        lit = headlight(self._view.camera)
+        if lit is not None:
+            self._driven.set_light_dir(*lit)
+            self._gt.set_light_dir(*lit)
 
     def _on_draw_start(self, event: object) -> None:
         self._draw_start = time.perf_counter()

@@ -16,8 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QListWidget, QListWidgetI
                                QVBoxLayout, QWidget)
 from vispy import scene
 
-from widgets.face_camera import (BACKGROUND, TITLE_COLOR, frame_camera, headlight_direction,
-                                 make_front_camera, view_direction)
+from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight, make_front_camera
 from widgets.face_mesh import FaceMesh
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
@@ -44,9 +43,9 @@ class _SubjectView:
 
     def follow_light(self, event: object = None) -> None:
         """Point the light along the camera's current view (a head-light)."""
-        light = headlight_direction(self.view.camera)
-        if light is not None:
-            self.mesh.set_light_dir(light, view_direction(self.view.camera))
+        lit = headlight(self.view.camera)
+        if lit is not None:
+            self.mesh.set_light_dir(*lit)
 
 
 class RetargetGrid(QWidget):
