@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-WAIT_S = 10.0
+WAIT_S = 60.0
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = WAIT_S, step: float = 0.02) -> bool:

@@ -130,7 +130,7 @@ def test_open_capture_play_seek_and_screenshot(qtbot, window, sample, tmp_path):
     from engine.mesh_normals import TopologyNormals
     np.testing.assert_allclose(again.normals["ground_truth"],
                                TopologyNormals(window.topology.faces)(again.ground_truth), atol=1e-6)
-    qtbot.waitUntil(lambda: window.playback.frame == 7, timeout=5000)
+    qtbot.waitUntil(lambda: window.playback.frame == 7, timeout=WAIT_MS)
     request = s.step(+1)
     qtbot.waitUntil(lambda: frames.answer(request) is not None, timeout=WAIT_MS)
     assert frames.answer(request).index == 8 and not s.playing

@@ -105,12 +105,12 @@ def test_task_reports_result_failure_and_cancel(qtbot):
 
     # connect (waitSignal) before starting: a fast thread could emit before anyone listens
     done = Task(lambda ctx: (ctx.progress(1, 2, "half"), 42)[1])
-    with qtbot.waitSignal(done.finished_with, timeout=10_000) as blocker:
+    with qtbot.waitSignal(done.finished_with, timeout=60_000) as blocker:
         done.start_task()
     assert blocker.args == [42]
 
     failing = Task(lambda ctx: 1 / 0, "evaluate")
-    with qtbot.waitSignal(failing.failed, timeout=10_000) as blocker:
+    with qtbot.waitSignal(failing.failed, timeout=60_000) as blocker:
         failing.start_task()
     assert blocker.args[0].startswith("evaluate: ZeroDivisionError")
 
@@ -119,7 +119,7 @@ def test_task_reports_result_failure_and_cancel(qtbot):
             ctx.progress(i, 1000)
             time.sleep(0.01)
     cancelled = Task(slow)
-    with qtbot.waitSignal(cancelled.cancelled, timeout=10_000):
+    with qtbot.waitSignal(cancelled.cancelled, timeout=60_000):
         cancelled.start_task()
         cancelled.cancel()
     for task in (done, failing, cancelled):
@@ -142,12 +142,12 @@ def test_crop_roi_goes_to_engine_and_headset_profile(qtbot, tmp_path):
         headset = window.session.source_info["headset_id"]
         window.roi_action.trigger()
         window.hmc.roi_changed.emit(0, (4, 6, 30, 28))
-        qtbot.waitUntil(lambda: window.session.worker.engine._rois[0] == (4, 6, 30, 28), timeout=10_000)
+        qtbot.waitUntil(lambda: window.session.worker.engine._rois[0] == (4, 6, 30, 28), timeout=60_000)
         assert window.session.profiles.rois(headset)[0] == (4, 6, 30, 28)
         saved = json.loads((Path(os.environ["MIA_STUDIO_HOME"]) / "config" / "headsets.json").read_text())
         assert saved[headset]["cameras"][0]["roi"] == [4, 6, 30, 28]
         window._clear_rois()
-        qtbot.waitUntil(lambda: window.session.worker.engine._rois == [None, None, None], timeout=10_000)
+        qtbot.waitUntil(lambda: window.session.worker.engine._rois == [None, None, None], timeout=60_000)
     finally:
         window.close()
 

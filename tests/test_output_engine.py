@@ -22,7 +22,7 @@ from osc_receiver import parse_oscdump, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo_capture"
 MODEL = ROOT / "resources" / "default_model.pt"
-TIMEOUT_S = 10.0
+TIMEOUT_S = 60.0
 # Live Link Face's blendshape order, typed in from Unreal's EARFaceBlendShape (not imported).
 LIVE_LINK_ORDER = """EyeBlinkLeft EyeLookDownLeft EyeLookInLeft EyeLookOutLeft EyeLookUpLeft EyeSquintLeft EyeWideLeft
 EyeBlinkRight EyeLookDownRight EyeLookInRight EyeLookOutRight EyeLookUpRight EyeSquintRight EyeWideRight JawForward

@@ -16,7 +16,7 @@ from engine.output.arkit import ARKIT_NAMES
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parent.parent
-WAIT_MS = 20_000
+WAIT_MS = 60_000
 
 
 def live_link_receiver() -> socket.socket:

@@ -219,7 +219,7 @@ def test_weight_source_modes_and_the_output_thread(model_with_head):
         streamer.set_weights(source)
         streamer.submit(mesh, mesh, embedding=e)
         from osc_receiver import wait_for
-        assert wait_for(lambda: streamer.latest()[0] is not None, timeout=10.0)
+        assert wait_for(lambda: streamer.latest()[0] is not None, timeout=60.0)
         raw, _, stats = streamer.latest()
         assert np.allclose(raw[~jaw], CONSTANT) and np.allclose(raw[jaw], 0.9)
         assert "head on e" in stats["weights"]

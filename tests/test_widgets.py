@@ -185,7 +185,7 @@ def viewer(qtbot):
 def test_mesh_viewer_modes_render_differently(viewer, qtbot):
     vertices, faces, uvs = dome_mesh()
     viewer.set_topology(faces, uvs)
-    with qtbot.waitSignal(viewer.render_ms, timeout=3000) as blocker:
+    with qtbot.waitSignal(viewer.render_ms, timeout=30_000) as blocker:
         viewer.set_mesh(vertices)
     assert blocker.args[0] > 0.0
     images = {}
@@ -415,7 +415,7 @@ def test_error_plots_click_seeks_to_frame(qtbot):
     assert plots.current_frame == 120
 
     pos = plots.view_to_widget(57, 1.5).toPoint()
-    with qtbot.waitSignal(plots.seek_requested, timeout=2000) as blocker:
+    with qtbot.waitSignal(plots.seek_requested, timeout=10_000) as blocker:
         qtbot.mouseClick(plots.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert blocker.args == [57]
 
