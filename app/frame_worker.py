@@ -55,12 +55,13 @@ class FrameWorker(QThread):
     problem = Signal(str)
 
     def __init__(self, resolver: Resolver, threads: int = 2, backend: str = "torch",
-                 averaging: int | None = None) -> None:
+                 averaging: int | None = None, mirror: bool | None = None) -> None:
         super().__init__()
         self.setObjectName("frame-worker")
         self.resolver = resolver
         self.threads, self.backend = threads, backend
         self.averaging = averaging  # test-time averaging copies; None: the checkpoint's recommendation
+        self.mirror = mirror  # also read each frame's mirror image; None: the checkpoint's recommendation
         self._commands: queue.Queue[Command] = queue.Queue()
         self._slot: FrameBundle | None = None
         self._slot_lock = threading.Lock()
@@ -200,14 +201,14 @@ class FrameWorker(QThread):
         try:
             try:
                 engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device(),
-                                         averaging=self.averaging)
+                                         averaging=self.averaging, mirror=self.mirror)
             except Exception as err:
                 if self.backend != "onnx":
                     raise
                 # a PS baseline, or a graph onnxruntime cannot run: the same model in torch
                 LOG.warning("%s: onnxruntime cannot drive it (%s); using torch", path, err)
                 engine = InferenceEngine(path, backend="torch", threads=self.threads, device=_device(),
-                                         averaging=self.averaging)
+                                         averaging=self.averaging, mirror=self.mirror)
         except Exception as err:
             self.model_failed.emit(report(err, f"cannot load the model {path}"))
             return

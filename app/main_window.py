@@ -41,8 +41,11 @@ from widgets.summary_table import SummaryTable
 MODE_TITLES = (("shaded", "&Shaded"), ("textured", "&Textured"), ("wireframe", "&Wireframe"),
                ("error", "&Error map"))
 ERROR_SCALES_MM = (1.0, 2.0, 5.0, 10.0, 20.0)
-AVERAGING_CHOICES = ((1, "Read each frame once (live speed)"), (4, "Average 4 reads of each frame"),
-                     (16, "Average 16 reads (what mia eval measures)"))
+# (copies, mirror) -> menu entry; engine/runtime/averaging.py says what each costs and buys
+AVERAGING_CHOICES = (((1, False), "Read each frame once (live speed)"),
+                     ((1, True), "Read each frame and its mirror image (2 reads)"),
+                     ((4, False), "Average 4 reads of each frame"),
+                     ((16, True), "Average 16 reads and their mirror images (what mia eval measures)"))
 SYNTHETIC_SUBJECTS = tuple(f"id{i:03d}" for i in range(12))
 
 
@@ -58,7 +61,7 @@ class MainWindow(QMainWindow):
         self.threads = threads or paths.default_threads()
         self.settings = settings or StudioSettings()
         self.session = session or Session(threads=self.threads, backend=paths.default_backend(),
-                                          averaging=paths.default_averaging())
+                                          averaging=paths.default_averaging(), mirror=paths.default_mirror())
         self._standing_model = ""
         self._standing_source = ""
         self._build_views()
@@ -179,12 +182,12 @@ class MainWindow(QMainWindow):
             self.scale_actions[mm] = action
         reads = view.addMenu("Test-time &averaging")
         self.averaging_group = QActionGroup(self)
-        self.averaging_actions: dict[int, QAction] = {}
-        for copies, title in AVERAGING_CHOICES:
-            action = self._action(reads, title, lambda _c=False, n=copies: self.session.set_averaging(n),
+        self.averaging_actions: dict[tuple[int, bool], QAction] = {}
+        for (copies, mirror), title in AVERAGING_CHOICES:
+            action = self._action(reads, title, lambda _c=False, n=copies, m=mirror: self.session.set_averaging(n, m),
                                   checkable=True)
             self.averaging_group.addAction(action)
-            self.averaging_actions[copies] = action
+            self.averaging_actions[copies, mirror] = action
         self.gt_action = self._action(view, "Show &ground truth", self._toggle_gt, checkable=True)
         self.gt_action.setChecked(True)
         view.addSeparator()
@@ -388,11 +391,13 @@ class MainWindow(QMainWindow):
         self._standing_model = ""
         self._update_standing()
         device = f"{info.get('device', '')} · {info.get('backend', '')}"
-        copies = int(info.get("averaging", 1))
+        copies, mirror = int(info.get("averaging", 1)), bool(info.get("mirror", False))
         if copies > 1:
             device += f" · {copies}-copy averaging"
-        if copies in self.averaging_actions:
-            self.averaging_actions[copies].setChecked(True)
+        if mirror:
+            device += " · mirror reads"
+        if (copies, mirror) in self.averaging_actions:
+            self.averaging_actions[copies, mirror].setChecked(True)
         self.status.set_model(str(info.get("model", "")), device)
         self.settings.set_last_model(str(info.get("path", "")))
         self.status.show_notice(f"Model {info.get('model')} loaded ({len(info.get('identities', []))} identities "

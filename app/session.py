@@ -119,7 +119,7 @@ class Session(QObject):
     playing_changed = Signal(bool)
 
     def __init__(self, profiles: HeadsetProfiles | None = None, threads: int = 2, backend: str = "torch",
-                 averaging: int | None = None,
+                 averaging: int | None = None, mirror: bool | None = None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.profiles = profiles or HeadsetProfiles()
@@ -146,7 +146,8 @@ class Session(QObject):
         self._model_path = ""
         self._user_subject: SubjectSpec | None = None
         self.topology: Any = None  # the face model's topology (load_topology)
-        self.worker = FrameWorker(self._resolve_subject, threads=threads, backend=backend, averaging=averaging)
+        self.worker = FrameWorker(self._resolve_subject, threads=threads, backend=backend, averaging=averaging,
+                                  mirror=mirror)
         w = self.worker
         w.frame_available.connect(self._on_frame_available)
         w.source_opened.connect(self._on_source_opened)
@@ -189,14 +190,21 @@ class Session(QObject):
         None: each model's own recommendation. What the loaded model uses: model_info["averaging"]."""
         return self.worker.averaging
 
-    def set_averaging(self, copies: int) -> None:
-        """Read each frame `copies` times (1: once) from now on: the current model is loaded again
-        with it (subject, targets and source stay); the next model loaded uses it too."""
+    @property
+    def mirror(self) -> bool | None:
+        """Whether the worker's models also read each frame's mirror image; None: each model's own."""
+        return self.worker.mirror
+
+    def set_averaging(self, copies: int, mirror: bool = False) -> None:
+        """Read each frame `copies` times (1: once), and its mirror image as often when `mirror`,
+        from now on: the current model is loaded again with it (subject, targets and source stay);
+        the next model loaded uses it too."""
         if copies < 1:
             raise ValueError(f"test-time averaging needs at least one copy, got {copies}")
-        self.worker.averaging = copies  # read by the worker thread when it loads the model below
+        self.worker.averaging, self.worker.mirror = copies, mirror  # read by the worker thread when it loads
         if self._model_path:
-            self.notice.emit(f"reading each frame {'once' if copies == 1 else f'{copies} times'}…")
+            reads = "once" if copies == 1 else f"{copies} times"
+            self.notice.emit(f"reading each frame {reads}{' and its mirror image' if mirror else ''}…")
             self.worker.post(LoadModel(self._model_path))
 
     def load_topology(self) -> Any:

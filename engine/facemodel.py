@@ -40,6 +40,7 @@ MOUTH_MOVE_MM = 1.0
 MOUTH_RADIUS_MM = 40.0
 MAX_GAZE_RAD = np.deg2rad(30.0)
 CORNEA_COS = np.cos(np.deg2rad(50.0))
+MIRROR_TOLERANCE_MM = 0.1
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,19 @@ class FaceModel:
         mouth = ((self._max_move(MOUTH_BLENDSHAPE_PREFIXES) > MOUTH_MOVE_MM) & (d_mouth < MOUTH_RADIUS_MM)
                  & (d_mouth <= d_eye) & below_nose)
         return {"eyes": eyes[kit], "mouth": mouth[kit], "face": np.ones(len(kit), bool)}
+
+    @cached_property
+    def mirror_index(self) -> np.ndarray:
+        """(V,) for each model-topology vertex, the vertex at its mirror image across the face's
+        midplane (x -> -x): the kit is left-right symmetric to 0.05 mm, so this is a permutation
+        that is its own inverse. Test-time mirroring (engine/runtime/averaging.py) uses it."""
+        from scipy.spatial import cKDTree
+        verts = self.neutral[self.topology.kit_index]
+        dist, index = cKDTree(verts).query(verts * np.array([-1.0, 1.0, 1.0], np.float32))
+        if dist.max() > MIRROR_TOLERANCE_MM or not np.array_equal(index[index], np.arange(len(index))):
+            raise ValueError(f"the face model is not left-right symmetric (a vertex's mirror image is "
+                             f"{dist.max():.3f} mm from the nearest vertex): no mirror map")
+        return index
 
     @cached_property
     def mouth_centre(self) -> np.ndarray:

@@ -97,6 +97,7 @@ class RecipeConfig:
     finish_steps: int = 6000     # then more steps without the 3D augmentation layer (0: none)
     finish_lr: float = 2e-4
     averaging: int = 16          # test-time averaging evaluated and shipped (engine/runtime/averaging.py)
+    mirror: bool = True          # ... with each frame's mirror image read too
     model: dict = field(default_factory=dict)  # ModelConfig fields over its defaults (tests: tiny sizes)
     train: dict = field(default_factory=lambda: {
         "augment": {"probability": 0.35}, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
@@ -313,12 +314,12 @@ def finish_model(cfg: RecipeConfig, start: Path, log: Log, progress=None, cancel
 
 def evaluate_model(checkpoint: Path, cfg: RecipeConfig, out: Path, log: Log) -> dict:
     """Held-out errors of `checkpoint`, read with the test-time averaging the bundle will
-    recommend (`cfg.averaging`): untrained identities (heldout/, and heldout_wider/ in the wider
+    recommend (`cfg.averaging`, `cfg.mirror`): untrained identities (heldout/, and heldout_wider/ in the wider
     spreads) and new captures of trained identities (newcaps/), each with its neutral-mesh
     baseline; writes reports under out/."""
     from engine.evaluation.evaluate import evaluate_dataset, summarise, write_report
     from engine.runtime.inference import InferenceEngine
-    engine = InferenceEngine(checkpoint, threads=cfg.jobs, averaging=cfg.averaging)
+    engine = InferenceEngine(checkpoint, threads=cfg.jobs, averaging=cfg.averaging, mirror=cfg.mirror)
     summary = {}
     for name in ("heldout", "heldout_wider", "newcaps"):
         results = evaluate_dataset(engine, cfg.paths[name])

@@ -1,5 +1,7 @@
 """Test-time averaging: the graph's warps are the documented ones, torch and ONNX agree, the
-checkpoint's recommendation is what an engine uses by default, and copies=1 is the plain model."""
+checkpoint's recommendation is what an engine uses by default, and copies=1 is the plain model;
+mirroring averages the direct reading with the mirrored-back reading of the mirror image, which
+makes the graph exactly mirror-equivariant."""
 from __future__ import annotations
 
 import cv2
@@ -92,5 +94,63 @@ def test_the_checkpoint_recommendation_is_the_default_and_onnx_matches_torch(che
     e_o, mesh_o = onnx_engine._runner.shape(x, neutral)
     assert np.abs(e_t - e_o).max() < 1e-4 and np.abs(mesh_t - mesh_o).max() < 1e-4
     # an explicit export folder made with other copies is refused, not silently used
-    with pytest.raises(ExportError, match="averages 4 copies, 2 were asked for"):
+    with pytest.raises(ExportError, match=r"reads 4 copies \(4 reads\), 2 copies \(2 reads\) was asked for"):
         InferenceEngine(stamped, backend="onnx", onnx_dir=tmp_path / "onnx", averaging=2)
+
+
+def test_the_mirror_map_is_the_face_models_left_right_symmetry() -> None:
+    from engine.facemodel import load_face_model
+    fm = load_face_model()
+    index = fm.mirror_index
+    verts = fm.to_topology(fm.neutral)
+    assert np.array_equal(np.sort(index), np.arange(len(verts)))  # a permutation ...
+    assert np.array_equal(index[index], np.arange(len(verts)))  # ... that is its own inverse
+    assert (index != np.arange(len(verts))).mean() > 0.9  # only the midline maps to itself
+    mirrored = (verts * np.array([-1, 1, 1], np.float32))[index]
+    assert np.abs(mirrored - verts).max() < 0.1  # mm
+
+
+def mirror_meshes(meshes: np.ndarray) -> np.ndarray:
+    from engine.facemodel import load_face_model
+    return (meshes * np.array([-1, 1, 1], np.float32))[..., load_face_model().mirror_index, :]
+
+
+def test_mirroring_averages_the_mirrored_back_reading_and_is_mirror_equivariant(checkpoint) -> None:
+    plain = InferenceEngine(checkpoint, averaging=1)
+    mirrored = InferenceEngine(checkpoint, averaging=1, mirror=True)
+    assert mirrored.averaging.mirror and mirrored.averaging.reads == 2 and mirrored.info()["mirror"]
+    x = frames(3, plain.image_size)
+    rng = np.random.default_rng(0)
+    neutral = (np.asarray(plain.checkpoint.template, np.float32) + rng.normal(0, 1, (1, 1, 3)) * [4, 1, 1])
+    neutral = neutral.astype(np.float32)  # moved off the midplane: the mirror really moves it
+    flipped = x[:, [1, 0, 2], :, ::-1].copy()  # the eye cameras swapped, every image flipped
+    e, mesh = mirrored._runner.shape(x, neutral)
+    e_plain, mesh_plain = plain._runner.shape(x, neutral)
+    _, mesh_of_mirror = plain._runner.shape(flipped, mirror_meshes(neutral))
+    assert np.allclose(e, e_plain, atol=1e-5)  # e stays the direct reading
+    assert np.allclose(mesh, 0.5 * (mesh_plain + mirror_meshes(mesh_of_mirror)), atol=1e-3)
+    assert np.abs(mesh - mesh_plain).max() > 1e-2  # the mirrored reading changes the answer
+    # the mirror image of the frames, on the mirrored face, gives exactly the mirrored meshes
+    _, mesh_flipped = mirrored._runner.shape(flipped, mirror_meshes(neutral))
+    assert np.allclose(mesh_flipped, mirror_meshes(mesh), atol=1e-3)
+
+
+def test_a_mirroring_recommendation_reaches_every_engine_and_can_be_overridden(checkpoint, tmp_path) -> None:
+    stamped = store_averaging(checkpoint, AveragingConfig(copies=2, mirror=True), tmp_path / "mirror.pt")
+    extra = load_checkpoint(stamped).extra
+    assert averaging_for(extra).reads == 4
+    assert averaging_for(extra, 1).mirror and averaging_for(extra, 1).reads == 2  # copies alone keep the mirror
+    assert averaging_for(extra, 1, False) == averaging_for(None)  # one read is one read
+    assert averaging_for(None, mirror=True).reads == 2
+    torch_engine = InferenceEngine(stamped)
+    onnx_engine = InferenceEngine(stamped, backend="onnx", onnx_dir=tmp_path / "onnx")
+    assert torch_engine.averaging == onnx_engine.averaging == averaging_for(extra)
+    x = frames(2, torch_engine.image_size)
+    neutral = np.asarray(torch_engine.checkpoint.template, np.float32)[None] + 1.0
+    e_t, mesh_t = torch_engine._runner.shape(x, neutral)
+    e_o, mesh_o = onnx_engine._runner.shape(x, neutral)
+    assert np.abs(e_t - e_o).max() < 1e-4 and np.abs(mesh_t - mesh_o).max() < 1e-4
+    with pytest.raises(ExportError, match=r"reads 2 copies \+ mirror \(4 reads\), 2 copies \(2 reads\) was"):
+        InferenceEngine(stamped, backend="onnx", onnx_dir=tmp_path / "onnx", mirror=False)
+    with pytest.raises(ConfigError, match="mirror must be true or false"):
+        AveragingConfig(mirror="yes")  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.errors import MiaError
 from engine.io.atomic import atomic_open
+from app.commands.reading import add_reading_options
 
 GAZE_NAMES = ("leftEyeYaw", "leftEyePitch", "rightEyeYaw", "rightEyePitch")
 
@@ -29,8 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="CSV file to write (replaced atomically)")
     p.add_argument("--model", type=Path, help="checkpoint (default: resources/default_model.pt)")
     p.add_argument("--subject", help="subject id or neutral mesh file (default: the capture's subject)")
-    p.add_argument("--averaging", type=int, metavar="COPIES",
-                   help="test-time averaging copies per frame (1 = off; default: the model's, 16 for the shipped one)")
+    add_reading_options(p)
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
     p.add_argument("--batch", type=int, default=64, help="frames per forward pass")
@@ -71,7 +71,8 @@ def run(args) -> int:
     try:
         from engine.runtime.inference import InferenceEngine
         from engine.output.weights import WeightSource
-        engine = InferenceEngine(checkpoint, threads=args.threads or default_threads(), averaging=args.averaging)
+        engine = InferenceEngine(checkpoint, threads=args.threads or default_threads(), averaging=args.averaging,
+                                 mirror=args.mirror)
         subject = resolve_subject(engine, args.subject or capture.meta.subject_id, args.capture)
         source = WeightSource.for_checkpoint(engine.checkpoint, args.weights)
         solver = source.solver

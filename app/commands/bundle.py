@@ -12,6 +12,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from app.commands.reading import add_reading_options
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="package a model, a demo capture and subjects as shipped defaults")
@@ -21,8 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=90, help="frames of the demo capture to keep")
     p.add_argument("--subjects", default="", help="comma-separated subject ids to ship (neutral + avatar)")
     p.add_argument("--out", type=Path, default=Path("resources"))
-    p.add_argument("--averaging", type=int, default=16, metavar="COPIES",
-                   help="test-time averaging the shipped model recommends (copies per frame; 1 = off)")
+    add_reading_options(p, copies=16, mirror=True, why="; what the shipped model recommends")
     return p
 
 
@@ -59,7 +60,7 @@ def run(args) -> int:
     save_checkpoint(out / "default_model.pt", model, topology=ckpt.topology, template=ckpt.template,
                     identities=ckpt.identities, subjects=subjects, kind=ckpt.kind,
                     train_config=ckpt.train_config, provenance={**ckpt.provenance, "bundled_from": str(args.checkpoint)},
-                    half=True, extra={**ckpt.extra, EXTRA_KEY: AveragingConfig(copies=args.averaging).to_dict()})
+                    half=True, extra={**ckpt.extra, EXTRA_KEY: AveragingConfig(copies=args.averaging, mirror=args.mirror).to_dict()})
     src = args.dataset / "captures" / args.capture
     if not src.exists():
         raise ConfigError(f"{src}: no such capture in the dataset")

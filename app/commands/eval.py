@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.commands.reading import add_reading_options
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on captures (eyes/mouth/face errors, report)")
@@ -17,9 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stride", type=int, default=1, help="evaluate every k-th frame")
     p.add_argument("--batch", type=int, default=64, help="frames per forward pass")
-    p.add_argument("--averaging", type=int, metavar="COPIES",
-                   help="test-time averaging: read each frame this many times, slightly moved, and average "
-                        "(1 = off; default: what the checkpoint recommends, 16 for the shipped model)")
+    add_reading_options(p)
     p.add_argument("--correspondence", nargs=2, metavar=("SOURCE_CAPTURE", "TARGET_ID"),
                    help="also drive synthetic identity TARGET_ID (e.g. id003) from SOURCE_CAPTURE (Sec. 4.3)")
     return p
@@ -31,7 +31,8 @@ def run(args) -> int:
     from engine.evaluation.evaluate import (correspondence_error, evaluate_dataset, markdown_table,
                                             write_report)
     from engine.runtime.inference import InferenceEngine
-    engine = InferenceEngine(args.checkpoint, backend=args.backend, threads=args.threads, averaging=args.averaging)
+    engine = InferenceEngine(args.checkpoint, backend=args.backend, threads=args.threads, averaging=args.averaging,
+                             mirror=args.mirror)
     bar = tqdm(total=1, unit="frame", desc="eval")
 
     def progress(done: int, total: int) -> None:

@@ -63,7 +63,7 @@ def bundle(cfg, checkpoint: Path, out: Path) -> None:
     demo = f"{cfg.avatar_ids[1]}_c{NEW_SESSION:02d}"
     args = argparse.Namespace(checkpoint=checkpoint, dataset=cfg.paths["newcaps"], capture=demo,
                               frames=DEMO_FRAMES, subjects=",".join(cfg.avatar_ids[:3]), out=out,
-                              averaging=cfg.averaging)
+                              averaging=cfg.averaging, mirror=cfg.mirror)
     bundle_command.run(args)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.errors import MiaError
+from app.commands.reading import add_reading_options
 
 PHASES = ("read", "inference", "weights", "output")
 
@@ -67,9 +68,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                                            "(0 left eye, 1 right eye, 2 mouth)")
     p.add_argument("--roi", type=int, nargs=5, action="append", metavar=("CAMERA", "X", "Y", "W", "H"),
                    help="cameras: crop of one camera for inference, in upright pixels (repeat per camera)")
-    p.add_argument("--averaging", type=int, default=1, metavar="COPIES",
-                   help="test-time averaging copies per frame (default 1, off, to keep up with live cameras; "
-                        "the shipped model recommends 16: ~22 ms a frame on one core here)")
+    add_reading_options(p, copies=1, mirror=False, why=", to keep up with live cameras; the shipped model "
+                        "recommends 16 copies + mirror: ~45 ms a frame on one core here")
     p.add_argument("--threads", type=int, help="inference threads (default: the studio's, MIA_STUDIO_THREADS "
                                                  "or all cores but one)")
     p.add_argument("--json", type=Path, help="also write the final statistics here")
@@ -281,7 +281,8 @@ def _stream(args, spec: dict[str, Any], config: Any, checkpoint: Path) -> int:
         from engine.runtime.inference import InferenceEngine
         from engine.output.weights import WeightSource
         source = open_stream_source(spec, args)
-        engine = InferenceEngine(checkpoint, threads=args.threads or default_threads(), averaging=args.averaging)
+        engine = InferenceEngine(checkpoint, threads=args.threads or default_threads(), averaging=args.averaging,
+                                 mirror=args.mirror)
         subject = driven_subject(engine, source, args)
         engine.set_subject(subject.name, subject.neutral)
         if source.kind == "cameras":

@@ -10,6 +10,16 @@ docs/results.md). B runs once per copy; G and F_i run once on the mean e.
 
 The copies are fixed warps drawn once from a seed (not per call), so a frame's output is still a
 pure function of the frame, and the first copy is the frame itself.
+
+Mirroring (`mirror`): the headset rig is left-right symmetric (engine/synth/headset.py), so the
+mirror image of a frame (the two eye cameras swapped, every image flipped left to right) is what
+the same headset would see of the mirrored face making the mirrored expression. B reads it too,
+G drives the mirrored neutral with it, and the mesh mirrored back is averaged with the direct
+one. Unlike the warped copies, whose readings are strongly correlated (16 of them saturate),
+the mirrored reading is a second, far more independent one: alone (two reads) it took
+untrained people's face from 0.579 to 0.545x, with the 16 copies from 0.558 to 0.533x
+(docs/results.md). The expression code e (and so F_i's avatar codes and the ARKit head) stays
+the direct reading's: a mirrored e describes the mirrored expression.
 """
 from __future__ import annotations
 
@@ -37,10 +47,13 @@ class AveragingConfig:
     scale: float = 0.02
     roll_deg: float = 1.5
     seed: int = 0
+    mirror: bool = False  # also read the mirror image of each frame (module docstring)
 
     def __post_init__(self) -> None:
         if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 1:
             raise ConfigError(f"test-time averaging: copies must be an integer >= 1, got {self.copies!r}")
+        if not isinstance(self.mirror, bool):
+            raise ConfigError(f"test-time averaging: mirror must be true or false, got {self.mirror!r}")
         for name in ("shift", "scale", "roll_deg"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 0.5 * (90 if name == "roll_deg" else 1):
@@ -48,7 +61,19 @@ class AveragingConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.copies > 1
+        return self.copies > 1 or self.mirror
+
+    @property
+    def reads(self) -> int:
+        """Backbone reads per frame."""
+        return self.copies * (2 if self.mirror else 1)
+
+    def describe(self) -> str:
+        """What a status line or a log says, e.g. "16 copies + mirror (32 reads)"."""
+        if not self.enabled:
+            return "one read"
+        copies = f"{self.copies} copies" if self.copies > 1 else "the frame"
+        return f"{copies}{' + mirror' if self.mirror else ''} ({self.reads} reads)"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,13 +90,28 @@ class AveragingConfig:
 OFF = AveragingConfig(copies=1)
 
 
-def averaging_for(extra: dict | None, copies: int | None = None) -> AveragingConfig:
-    """The setting to use: `copies` when given (1 = off, its spreads the checkpoint's or the
-    defaults), else what the checkpoint recommends (`extra[EXTRA_KEY]`), else off."""
+def averaging_for(extra: dict | None, copies: int | None = None, mirror: bool | None = None) -> AveragingConfig:
+    """The setting to use: what the checkpoint recommends (`extra[EXTRA_KEY]`, else off), with
+    `copies` (1 = no warped copies; the spreads stay the checkpoint's or the defaults) and `mirror`
+    replaced where given."""
     stored = (extra or {}).get(EXTRA_KEY)
     base = AveragingConfig.from_dict(stored) if stored else None
-    chosen = base or OFF if copies is None else dataclasses.replace(base or AveragingConfig(), copies=copies)
-    return OFF if chosen.copies == 1 else chosen  # one read is one read, whatever the spreads say
+    chosen = base or OFF
+    if copies is not None or mirror is not None:
+        given = {k: v for k, v in (("copies", copies), ("mirror", mirror)) if v is not None}
+        chosen = dataclasses.replace(base or dataclasses.replace(AveragingConfig(), copies=1), **given)
+    return chosen if chosen.enabled else OFF  # one read is one read, whatever the spreads say
+
+
+def mirror_index_for(topology: dict) -> np.ndarray:
+    """The face model's mirror map (FaceModel.mirror_index) for a checkpoint of `topology`;
+    ConfigError when the checkpoint was trained on another topology (no map is known for it)."""
+    from engine.facemodel import load_face_model
+    fm = load_face_model()
+    if not fm.uses_topology(topology):
+        raise ConfigError(f"test-time mirroring needs the face model's topology ({fm.topology.describe()}); "
+                          f"this model was trained on {topology}")
+    return fm.mirror_index
 
 
 def copy_warps(cfg: AveragingConfig, size: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, ExportError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
-from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, sampling_grids
+from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, mirror_index_for, sampling_grids
 
 FORMAT = "mia-onnx"
 VERSION = 1
@@ -66,7 +66,7 @@ def default_export_dir(checkpoint_path: str | os.PathLike, averaging: AveragingC
     name = file_sha256(checkpoint_path)[:16]
     if averaging is not None and averaging.enabled:
         key = hashlib.sha256(json.dumps(averaging.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        name += f"-avg{averaging.copies}-{key}"
+        name += f"-avg{averaging.copies}{'m' if averaging.mirror else ''}-{key}"
     return root / "onnx" / name
 
 
@@ -77,16 +77,29 @@ class ShapeGraph(nn.Module):
     data-dependent branch, so the traced graph keeps both batch sizes dynamic. With test-time
     averaging (engine/runtime/averaging.py) B also reads `copies - 1` fixed warps of each frame
     (grid_sample, part of the graph) and e is their mean, so G, F_i and every caller see one e.
+    With mirroring B also reads the mirror image of each frame, G drives the mirrored neutrals
+    with it and the mirrored-back meshes are averaged with the direct ones; e stays the direct one.
+    `mirror_index` (the topology's, `averaging.mirror_index_for`) is needed only for mirroring.
     """
 
-    def __init__(self, model: MIA, averaging: AveragingConfig | None = None) -> None:
+    def __init__(self, model: MIA, averaging: AveragingConfig | None = None,
+                 mirror_index: np.ndarray | None = None) -> None:
         super().__init__()
         self.backbone, self.shape_network = model.backbone, model.shape_network
         self.averaging = averaging if averaging is not None and averaging.enabled else None
         self.copies = 1 if self.averaging is None else self.averaging.copies
-        if self.averaging is not None:
-            grids = sampling_grids(self.averaging, model.cfg.image_size)
+        self.mirror = self.averaging is not None and self.averaging.mirror
+        size = model.cfg.image_size
+        if self.copies > 1:
+            grids = sampling_grids(self.averaging, size)
             self.register_buffer("grids", torch.from_numpy(grids), persistent=False)
+        if self.mirror:
+            if mirror_index is None:
+                raise ValueError("ShapeGraph: mirroring needs the topology's mirror_index")
+            self.register_buffer("mirror_index", torch.as_tensor(mirror_index, dtype=torch.long), persistent=False)
+            self.register_buffer("camera_swap", torch.tensor([1, 0, 2]), persistent=False)
+            self.register_buffer("columns_reversed", torch.arange(size - 1, -1, -1), persistent=False)
+            self.register_buffer("flip_x", torch.tensor([-1.0, 1.0, 1.0]), persistent=False)
 
     def embed(self, images: Tensor) -> Tensor:
         e = self.backbone(images)
@@ -99,11 +112,34 @@ class ShapeGraph(nn.Module):
         moved_e = self.backbone(moved.reshape(-1, c, h, w)).reshape(k, n, -1)
         return (e + moved_e.sum(0)) / self.copies
 
-    def forward(self, images: Tensor, neutral: Tensor) -> tuple[Tensor, Tensor]:
-        e = self.embed(images)
+    def mirror_images(self, images: Tensor) -> Tensor:
+        """The frames the same headset would see of the mirrored face: eye cameras swapped, flipped."""
+        return images.index_select(1, self.camera_swap).index_select(3, self.columns_reversed)
+
+    def mirror_meshes(self, meshes: Tensor) -> Tensor:
+        """(K, V, 3) mirrored across the face's midplane, vertices renumbered to stay in the topology."""
+        return (meshes * self.flip_x).index_select(1, self.mirror_index)
+
+    def drive(self, e: Tensor, neutral: Tensor) -> Tensor:
         e_rows = e + torch.zeros_like(neutral[:, :1, 0])
         neutral_rows = neutral + torch.zeros_like(e[:, :1, None])
-        return e, self.shape_network(e_rows, neutral_rows)
+        return self.shape_network(e_rows, neutral_rows)
+
+    def forward(self, images: Tensor, neutral: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.mirror:
+            e = self.embed(images)
+            return e, self.drive(e, neutral)
+        both = self.embed(torch.cat([images, self.mirror_images(images)]))
+        both = both.reshape(2, -1, both.shape[-1])
+        e, e_mirrored = both[0], both[1]
+        mirrored = self.mirror_meshes(self.drive(e_mirrored, self.mirror_meshes(neutral)))
+        return e, 0.5 * (self.drive(e, neutral) + mirrored)
+
+
+def shape_graph(model: MIA, averaging: AveragingConfig | None, topology: dict) -> ShapeGraph:
+    """The ShapeGraph of a model trained on `topology`, with the mirror map when `averaging` mirrors."""
+    mirror = averaging is not None and averaging.enabled and averaging.mirror
+    return ShapeGraph(model, averaging, mirror_index_for(topology) if mirror else None)
 
 
 class CodeGraph(nn.Module):
@@ -226,7 +262,7 @@ def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float,
                   averaging: AveragingConfig) -> dict:
     cfg = model.cfg
     template = ckpt.template
-    graph = ShapeGraph(model, averaging).eval()
+    graph = shape_graph(model, averaging, ckpt.topology).eval()
     example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.from_numpy(template)[None])
     exporter = _export(graph, example, folder / SHAPE_FILE, ["images", "neutral"], ["embedding", "mesh"],
                        {"images": {0: "frames"}, "neutral": {0: "subjects"}, "embedding": {0: "frames"},

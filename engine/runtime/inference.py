@@ -129,10 +129,10 @@ def load_avatar_any(avatar: Any) -> Any:
 
 class _TorchRunner:
     def __init__(self, ckpt: Checkpoint, device: str, averaging: AveragingConfig = OFF) -> None:
-        from engine.runtime.export import ShapeGraph
+        from engine.runtime.export import shape_graph
         self.device = torch.device(device)
         self.model = ckpt.build_model().to(self.device)
-        self.graph = ShapeGraph(self.model, averaging).to(self.device)  # type: ignore[arg-type]
+        self.graph = shape_graph(self.model, averaging, ckpt.topology).to(self.device)  # type: ignore[arg-type]
         self._stacks: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def shape(self, images: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,8 +219,8 @@ class _OnnxRunner:
         if self.onnx.checkpoint_sha256 != sha:
             stale = f"made from another checkpoint than {ckpt.path} (hash differs)"
         elif self.onnx.averaging != averaging:
-            stale = f"made for another averaging: its graph averages {self.onnx.averaging.copies} copies, " \
-                    f"{averaging.copies} were asked for"
+            stale = f"made for another averaging: its graph reads {self.onnx.averaging.describe()}, " \
+                    f"{averaging.describe()} was asked for"
         if stale:
             if explicit:
                 raise ExportError(f"{folder}: this ONNX export was {stale}; re-export with `mia export`")
@@ -246,11 +246,14 @@ class InferenceEngine:
 
     ``threads`` sets torch's (process-wide) intra-op threads or onnxruntime's per session.
     ``onnx_dir``: an export folder for the onnx backend (default: a cache keyed by the checkpoint).
+    ``averaging`` (warped copies per frame, 1 = none) and ``mirror`` (also read each frame's mirror
+    image): test-time averaging (engine/runtime/averaging.py); None takes the checkpoint's
+    recommendation for each.
     """
 
     def __init__(self, checkpoint_path: str | os.PathLike, backend: str = "torch", threads: int = 2,
                  device: str = "cpu", onnx_dir: str | os.PathLike | None = None,
-                 averaging: int | None = None) -> None:
+                 averaging: int | None = None, mirror: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.checkpoint = load_checkpoint(checkpoint_path)
@@ -259,7 +262,7 @@ class InferenceEngine:
                                   "engine drives MIA checkpoints (and the PS baseline with the torch backend)")
         self.backend, self.threads = backend, threads
         self.device = device if backend == "torch" else "cpu"
-        self.averaging = OFF if self.checkpoint.kind == "ps" else averaging_for(self.checkpoint.extra, averaging)
+        self.averaging = OFF if self.checkpoint.kind == "ps" else averaging_for(self.checkpoint.extra, averaging, mirror)
         torch.set_num_threads(threads)  # avatar decoders D_j that could not go to onnxruntime run in torch
         if self.checkpoint.kind == "ps":
             self._runner: _TorchRunner | _PSRunner | _OnnxRunner = _PSRunner(self.checkpoint, device)
@@ -435,4 +438,4 @@ class InferenceEngine:
                 "parameters": (model.parameter_count() if hasattr(model, "parameter_count")
                                else {"total": sum(p.numel() for p in model.parameters())}), "config": ckpt.model_config.to_dict(),
                 "identities": self.identities, "subjects": self.subjects, "topology": dict(ckpt.topology),
-                "averaging": self.averaging.copies}
+                "averaging": self.averaging.copies, "mirror": self.averaging.mirror}
