@@ -56,9 +56,9 @@ def default_averaging() -> int:
     """Test-time averaging copies of the studio: MIA_STUDIO_AVERAGING, else LIVE_AVERAGING (off).
     Live paths read each frame once so the studio keeps up with the cameras: measured with the
     shipped model under Xvfb here, one subject ran at 24.3 fps reading once and 20.3 fps with 4
-    copies (B + G ~3 ms a frame once, ~9 ms with 4, ~22 ms with 16 on one core). Set 16 to see
-    exactly what `mia eval` measures (0.56x of the neutral error on untrained people, 0.58x read
-    once; docs/results.md)."""
+    copies (B + G ~3 ms a frame once, ~9 ms with 4, ~22 ms with 16 on one core). Set 16, with
+    MIA_STUDIO_MIRROR=1, to see exactly what `mia eval` measures (0.53x of the neutral error on
+    untrained people, 0.58x read once; docs/results.md)."""
     env = os.environ.get("MIA_STUDIO_AVERAGING", "").strip()
     return int(env) if env.isdigit() and int(env) > 0 else LIVE_AVERAGING
 

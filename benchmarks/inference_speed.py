@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from engine.runtime.export import OnnxModel, ShapeGraph, export_onnx  # noqa: E402
+from engine.runtime.export import OnnxModel, export_onnx, shape_graph  # noqa: E402
+from app.commands.reading import add_reading_options  # noqa: E402
 from engine.runtime.averaging import averaging_for  # noqa: E402
 from engine.runtime.inference import InferenceEngine  # noqa: E402
 
@@ -80,17 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (needs a C++ compiler)")
-    p.add_argument("--averaging", type=int, default=1, metavar="COPIES",
-                   help="test-time averaging copies in every row (default 1: one read, what live paths use; "
-                        "the shipped model recommends 16 for offline reading)")
+    add_reading_options(p, copies=1, mirror=False, why=" in every row: one read, what live paths use; the shipped "
+                        "model recommends 16 copies + mirror for offline reading")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="mia-bench-") as tmp:
         path = args.checkpoint or fresh_checkpoint(Path(tmp))
         ckpt = load_checkpoint(path)
         model = ckpt.build_model()
-        averaging = averaging_for(ckpt.extra, args.averaging)
-        graph = ShapeGraph(model, averaging).eval()  # type: ignore[arg-type]
+        averaging = averaging_for(ckpt.extra, args.averaging, args.mirror)
+        graph = shape_graph(model, averaging, ckpt.topology).eval()  # type: ignore[arg-type]
         s = ckpt.model_config.image_size
         rng = np.random.default_rng(0)
         images_np = rng.uniform(0, 255, (1, 3, s, s)).astype(np.float32)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = rng.integers(0, 256, (3, 2 * s, 2 * s), dtype=np.uint8)
         for backend in ("torch", "onnx"):
             engine = InferenceEngine(path, backend=backend, threads=args.threads, onnx_dir=onnx_dir,
-                                     averaging=averaging.copies)
+                                     averaging=averaging.copies, mirror=averaging.mirror)
             name = next(iter(ckpt.identities), None) or next(iter(ckpt.subjects), None)
             if name is None:
                 engine.set_subject("template", ckpt.template)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = matmul_peak(args.threads)
         floor_ms = flops / peak * 1e3
     eager_median = float(np.median(rows["torch eager (B+G)"]))
-    print(f"\ntest-time averaging: {averaging.copies} cop{'y' if averaging.copies == 1 else 'ies'} a frame")
+    print(f"\ntest-time reading: {averaging.describe()} a frame")
     print(f"FLOPs per frame (B+G): {flops / 1e6:.1f} MFLOP; float32 matmul peak with {args.threads} threads: "
           f"{peak / 1e9:.1f} GFLOP/s; floor {floor_ms:.3f} ms\n")
     print(f"| {'backend':42s} | median ms | p90 ms | x floor | x eager |")
