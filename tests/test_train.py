@@ -355,3 +355,34 @@ def test_jittered_samples_are_a_pure_function_of_seed_and_key(dataset):
     assert not torch.equal(a[5]["images"], a[5 + n]["images"])  # same frame, next epoch: new draw
     assert not torch.equal(a[5]["images"], plain[5]["images"])  # jitter changed the frame
     assert torch.equal(plain[5]["images"], plain[5 + n]["images"])
+
+
+def test_mirrored_samples_are_the_mirror_image_and_train_b_and_g_only(coded, tmp_path):
+    """mirror=1: every sample is its plain twin's mirror image (eye cameras swapped, images flipped,
+    mesh, neutral and W_S mirrored with the face model's map), with no code target; the jitter
+    draws stay those of the plain sample; mirror=0.5 mirrors a seeded half; the trainer wires it."""
+    from engine.training.jitter import JitterConfig
+    index = load_face_model().mirror_index
+    paths = find_captures(coded)
+    plain = HMCDataset(paths, SIZE, jitter=JitterConfig(), seed=3)
+    mirrored = HMCDataset(paths, SIZE, jitter=JitterConfig(), seed=3, mirror=1.0, mirror_index=index)
+    flip = torch.tensor([-1.0, 1.0, 1.0])
+    for key in (0, 5, 40):
+        a, b = plain[key], mirrored[key]
+        assert not b["has_code"] and b["code"].isnan().all()  # a mirrored code would be wrong
+        assert torch.equal(b["images"], a["images"][[1, 0, 2]].flip(-1))
+        assert torch.equal(b["mesh"], (a["mesh"] * flip)[index])
+        assert torch.equal(b["neutral"], (a["neutral"] * flip)[index])
+        assert torch.equal(b["shape_weights"], a["shape_weights"][index])
+        assert not torch.allclose(b["mesh"], a["mesh"], atol=0.5)  # the mirror really moved it
+    half = HMCDataset(paths, SIZE, seed=3, mirror=0.5, mirror_index=index)
+    flipped = [not bool(half[k]["has_code"]) for k in range(len(half)) if half[k]["subject"] != "id002"]
+    assert 0.25 < np.mean(flipped) < 0.75
+    again = HMCDataset(paths, SIZE, seed=3, mirror=0.5, mirror_index=index)
+    assert all(torch.equal(half[k]["images"], again[k]["images"]) for k in range(0, len(half), 7))
+    with pytest.raises(ConfigError, match="mirroring needs a mirror map"):
+        HMCDataset(paths, SIZE, mirror=0.5)
+    with pytest.raises(ConfigError, match="mirror is a probability"):
+        tiny_cfg(mirror=1.5)
+    trainer = Trainer(tiny_cfg(mirror=0.5), coded, tmp_path, show_bar=False)
+    assert trainer.dataset.mirror == 0.5 and trainer.train_step(next(iter(trainer.loader()))).total.isfinite()

@@ -43,6 +43,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--subject", help="the subject of a --kind ps run")
     p.add_argument("--no-augment", action="store_true", help="turn off the 3D augmentation layer")
     p.add_argument("--no-jitter", action="store_true", help="turn off the 2-D per-camera image jitter")
+    p.add_argument("--mirror", type=float, metavar="P",
+                   help="probability of training on a sample's mirror image (eye cameras swapped, images "
+                        "flipped, meshes mirrored; default 0)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--seed", type=int)
     p.add_argument("--checkpoint-every", type=int)
@@ -82,7 +85,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821 (engine imported lazi
              "captures": _csv(args.captures), "val_fraction": args.val_fraction,
              "kind": args.kind, "ps_subject": args.subject, "num_workers": args.workers,
              "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-             "log_every": args.log_every, "device": args.device,
+             "log_every": args.log_every, "device": args.device, "mirror": args.mirror,
              "init_from": None if args.init_from is None else str(args.init_from)}
     data.update({k: v for k, v in given.items() if v is not None})
     if args.compile:

@@ -103,17 +103,6 @@ def averaging_for(extra: dict | None, copies: int | None = None, mirror: bool | 
     return chosen if chosen.enabled else OFF  # one read is one read, whatever the spreads say
 
 
-def mirror_index_for(topology: dict) -> np.ndarray:
-    """The face model's mirror map (FaceModel.mirror_index) for a checkpoint of `topology`;
-    ConfigError when the checkpoint was trained on another topology (no map is known for it)."""
-    from engine.facemodel import load_face_model
-    fm = load_face_model()
-    if not fm.uses_topology(topology):
-        raise ConfigError(f"test-time mirroring needs the face model's topology ({fm.topology.describe()}); "
-                          f"this model was trained on {topology}")
-    return fm.mirror_index
-
-
 def copy_warps(cfg: AveragingConfig, size: int) -> np.ndarray:
     """(copies - 1, 3, 2, 3) affine maps, one per extra copy and camera, drawn once from the seed."""
     rng = np.random.default_rng([cfg.seed, 71])

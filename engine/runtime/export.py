@@ -32,7 +32,8 @@ from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, ExportError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
-from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, mirror_index_for, sampling_grids
+from engine.facemodel import mirror_index_for
+from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, sampling_grids
 
 FORMAT = "mia-onnx"
 VERSION = 1
@@ -79,7 +80,7 @@ class ShapeGraph(nn.Module):
     (grid_sample, part of the graph) and e is their mean, so G, F_i and every caller see one e.
     With mirroring B also reads the mirror image of each frame, G drives the mirrored neutrals
     with it and the mirrored-back meshes are averaged with the direct ones; e stays the direct one.
-    `mirror_index` (the topology's, `averaging.mirror_index_for`) is needed only for mirroring.
+    `mirror_index` (the topology's, `engine.facemodel.mirror_index_for`) is needed only for mirroring.
     """
 
     def __init__(self, model: MIA, averaging: AveragingConfig | None = None,

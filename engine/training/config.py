@@ -83,6 +83,7 @@ class TrainConfig(StepConfig):
     log_every: int = 10
     compile: bool = False
     texture_loss: bool = True   # eq. 5's texture term through each subject's avatar D_i when it has one
+    mirror: float = 0.0  # probability of training on a sample's mirror image (HMCDataset); 0: never
     out_dir: str | None = None
     init_from: str | None = None  # MIA checkpoint whose weights start a new run (fine-tuning)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -96,6 +97,8 @@ class TrainConfig(StepConfig):
         for name in ("checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.mirror <= 1.0:
+            raise ConfigError(f"TrainConfig.mirror is a probability in [0, 1], got {self.mirror!r}")
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:

@@ -41,6 +41,7 @@ UNSEEN_WEIGHT = 0.1
 FRONTAL_VIEW = (0.0, 0.0, 1.0)  # head space: the face looks down +z
 VIEW_CONE_DEG = 30.0  # texture views for the D_i loss are drawn within this cone around frontal
 SPLITS = ("all", "train", "val")
+MIRROR_STREAM = 7  # the third seed word of the mirror draw: its own stream, so it moves no other draw
 
 
 def split_frames(frame_count: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
@@ -198,13 +199,21 @@ class HMCDataset(Dataset):
     engine.training.augment.AugmentConfig) re-renders each sample under a perturbed headset pose;
     it needs `faces` and belongs on the training split only. `jitter` (an
     engine.training.jitter.JitterConfig) then draws per-camera image shift, zoom and exposure.
+    `mirror` is the probability that a sample is replaced by its mirror image: the eye cameras
+    swapped and every image flipped left to right, the mesh, the neutral and W_S mirrored across
+    the face's midplane with `mirror_index` (FaceModel.mirror_index). The headset rig is
+    left-right symmetric, so that is the mirrored person making the mirrored expression in a
+    mirrored headset: another plausible sample (engine/runtime/averaging.py reads it at test
+    time). A mirrored sample has no avatar-code target (its code would describe the unmirrored
+    expression), so it trains B and G only. The draw is its own stream of (seed, key): turning
+    mirroring on changes no other draw.
     """
 
     def __init__(self, captures: Sequence[str | os.PathLike], image_size: int, *,
                  split: str = "all", val_fraction: float = 0.2,
                  neutrals: dict[str, np.ndarray] | None = None, topology: dict | None = None,
                  faces: np.ndarray | None = None, augment: Any = None, jitter: Any = None,
-                 seed: int = 0) -> None:
+                 mirror: float = 0.0, mirror_index: np.ndarray | None = None, seed: int = 0) -> None:
         if not captures:
             raise CaptureError("HMCDataset: no capture folders given")
         self.image_size, self.seed, self.faces = image_size, seed, faces
@@ -225,6 +234,11 @@ class HMCDataset(Dataset):
         self.jitter = jitter if jitter is not None and getattr(jitter, "enabled", True) else None
         if self.augment is not None and faces is None:
             raise ConfigError("HMCDataset: 3D augmentation needs the topology's faces to re-render")
+        self.mirror = float(mirror)
+        self.mirror_index = None if mirror_index is None else np.asarray(mirror_index, np.int64)
+        if self.mirror > 0 and (self.mirror_index is None or self.mirror_index.shape != (self.vertex_count,)):
+            raise ConfigError(f"HMCDataset: mirroring needs a mirror map of the {self.vertex_count} vertices of "
+                              f"the topology, got {None if mirror_index is None else np.shape(mirror_index)}")
         self._augmenter: Any = None
 
     # ----- construction checks
@@ -310,10 +324,14 @@ class HMCDataset(Dataset):
             images = self._augment(images, mesh, self.cameras(i), rng, vis)
         if self.jitter is not None:
             images = jitter_images(images, rng, self.jitter)
+        neutral = self.neutrals[c.subject]
+        if self.mirror > 0 and np.random.default_rng([self.seed, key, MIRROR_STREAM]).random() < self.mirror:
+            images, mesh, neutral, weights = self._mirrored(images, mesh, neutral, weights)
+            has_code, code = False, np.full(CODE_DIM, np.nan, np.float32)
         return {
             "images": torch.from_numpy(np.ascontiguousarray(images)),
             "mesh": torch.from_numpy(mesh),
-            "neutral": torch.from_numpy(self.neutrals[c.subject]),
+            "neutral": torch.from_numpy(neutral),
             "shape_weights": torch.from_numpy(weights),
             "code": torch.from_numpy(np.asarray(code, np.float32)),
             "has_code": torch.tensor(has_code),
@@ -322,6 +340,14 @@ class HMCDataset(Dataset):
             "key": torch.tensor(key),
             "subject": c.subject,
         }
+
+    def _mirrored(self, images: np.ndarray, mesh: np.ndarray, neutral: np.ndarray,
+                  weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The sample's mirror image (class docstring): cameras (left eye, right eye, mouth)."""
+        index = self.mirror_index
+        flip = np.array([-1.0, 1.0, 1.0], np.float32)
+        return (np.ascontiguousarray(images[[1, 0, 2], :, ::-1]), (mesh * flip)[index],
+                (neutral * flip)[index], weights[index])
 
     def _augment(self, images: np.ndarray, mesh: np.ndarray, cameras: list[PinholeCamera],
                  rng: np.random.Generator, visibility: np.ndarray | None = None) -> np.ndarray:

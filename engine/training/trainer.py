@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from engine.io.checkpoint import load_checkpoint, save_checkpoint
 from engine.errors import CheckpointError, ConfigError
+from engine.facemodel import mirror_index_for
 from engine.mia.baseline_ps import PersonSpecificEncoder
 from engine.mia.model import MIA
 from engine.training.config import RUNTIME_FIELDS, TrainConfig, augment_config
@@ -163,6 +164,7 @@ class Trainer:
         return HMCDataset(paths, cfg.model.image_size, split="train" if cfg.val_fraction else "all",
                           val_fraction=cfg.val_fraction, neutrals=neutrals, topology=topology,
                           faces=faces, augment=augment, jitter=jitter_config(cfg.jitter),
+                          mirror=cfg.mirror, mirror_index=mirror_index_for(probe) if cfg.mirror else None,
                           seed=cfg.seed)
 
     def _ps_captures(self, paths: list[Path]) -> list[Path]:
