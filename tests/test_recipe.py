@@ -96,3 +96,16 @@ def test_inactive_blocks_are_skipped(tmp_path) -> None:
     assert cfg.first_identity(cfg.blocks[0]) == 3
     with pytest.raises(ValueError, match="not active"):
         cfg.first_identity(cfg.blocks[1])
+
+
+def test_mia_model_mirror_option_reaches_every_stage(tmp_path) -> None:
+    """`mia model --mirror P` trains stage 1 and every fine-tuning stage on mirror images."""
+    from app.cli import build_parser
+    from app.commands.model import recipe_from_args
+    from engine.recipe import finetune_config, train_config
+    args = build_parser().parse_args(["model", "--root", str(tmp_path), "--mirror", "0.5"])
+    cfg = recipe_from_args(args)
+    assert train_config(cfg).mirror == 0.5
+    assert finetune_config(cfg, tmp_path / "run_x", 10, 1e-4, tmp_path / "start.pt").mirror == 0.5
+    default = recipe_from_args(build_parser().parse_args(["model", "--root", str(tmp_path)]))
+    assert train_config(default).mirror == 0.0  # the shipped model's recipe is unchanged
