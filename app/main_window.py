@@ -43,7 +43,7 @@ MODE_TITLES = (("shaded", "&Shaded"), ("textured", "&Textured"), ("wireframe", "
 ERROR_SCALES_MM = (1.0, 2.0, 5.0, 10.0, 20.0)
 # (copies, mirror) -> menu entry; engine/runtime/averaging.py says what each costs and buys
 AVERAGING_CHOICES = (((1, False), "Read each frame once (live speed)"),
-                     ((1, True), "Read each frame and its mirror image (2 reads)"),
+                     ((1, True), "Read each frame and its mirror image (2 reads, the live default)"),
                      ((4, False), "Average 4 reads of each frame"),
                      ((16, True), "Average 16 reads and their mirror images (what mia eval measures)"))
 SYNTHETIC_SUBJECTS = tuple(f"id{i:03d}" for i in range(12))

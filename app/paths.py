@@ -49,7 +49,8 @@ def default_backend() -> str:
     return "onnx" if device == "cpu" else "torch"
 
 
-LIVE_AVERAGING = 1  # the studio reads a live frame once; the shipped model recommends 16 copies
+LIVE_AVERAGING = 1  # the studio reads a live frame once (+ its mirror image); the shipped model recommends 16 copies
+LIVE_MIRROR = True
 
 
 def default_averaging() -> int:
@@ -57,17 +58,21 @@ def default_averaging() -> int:
     Live paths read each frame once so the studio keeps up with the cameras: measured with the
     shipped model under Xvfb here, one subject ran at 24.3 fps reading once and 20.3 fps with 4
     copies (B + G ~3 ms a frame once, ~9 ms with 4, ~22 ms with 16 on one core). Set 16, with
-    MIA_STUDIO_MIRROR=1, to see exactly what `mia eval` measures (0.53x of the neutral error on
+    the mirror (default_mirror), to see exactly what `mia eval` measures (0.53x of the neutral error on
     untrained people, 0.58x read once; docs/results.md)."""
     env = os.environ.get("MIA_STUDIO_AVERAGING", "").strip()
     return int(env) if env.isdigit() and int(env) > 0 else LIVE_AVERAGING
 
 
 def default_mirror() -> bool:
-    """Whether the studio also reads each frame's mirror image: MIA_STUDIO_MIRROR=1, else off (live
-    speed). Reading the frame and its mirror image (two reads) is more accurate than 16 moved
-    copies (untrained people's face 0.545x against 0.558x of the neutral error, docs/results.md)."""
-    return os.environ.get("MIA_STUDIO_MIRROR", "").strip().lower() in ("1", "yes", "on", "true")
+    """Whether the studio also reads each frame's mirror image: yes (LIVE_MIRROR) unless
+    MIA_STUDIO_MIRROR=0. The frame and its mirror image (two reads) are more accurate than 16 moved
+    copies (untrained people's face 0.545x of the neutral error, against 0.558x and 0.579x read
+    once; docs/results.md), and cost the studio no frame rate: it is drawing-bound (interleaved
+    `studio_fps.py` runs here, one subject: 48.1 / 43.2 fps reading once, 45.6 / 46.1 with the
+    mirror; the worker's inference 4.3 -> 6.8 ms a frame; docs/studio_speed.md)."""
+    env = os.environ.get("MIA_STUDIO_MIRROR", "").strip().lower()
+    return LIVE_MIRROR if not env else env in ("1", "yes", "on", "true")
 
 
 def set_application_names() -> None:

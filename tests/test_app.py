@@ -171,8 +171,9 @@ def test_a_model_onnxruntime_cannot_run_is_driven_in_torch(qtbot, window, sample
 def test_test_time_averaging_from_the_view_menu_reloads_the_model_and_keeps_the_subject(qtbot, window, sample):
     open_capture(qtbot, window, sample, frames=3)
     s = window.session
-    assert s.model_info["averaging"] == 1 and not s.model_info["mirror"]
-    assert window.averaging_actions[1, False].isChecked()  # live default: once
+    assert s.model_info["averaging"] == 1 and s.model_info["mirror"]
+    assert window.averaging_actions[1, True].isChecked()  # live default: the frame + its mirror image
+    assert "mirror reads" in window.status.fields["device"].text()
     subject = s.subject_info["name"]
     window.averaging_actions[4, False].trigger()
     qtbot.waitUntil(lambda: s.model_info.get("averaging") == 4, timeout=WAIT_MS)
@@ -181,17 +182,18 @@ def test_test_time_averaging_from_the_view_menu_reloads_the_model_and_keeps_the_
     shown = s.frames_shown
     qtbot.waitUntil(lambda: s.frames_shown > shown + 2, timeout=WAIT_MS)  # still driving
     assert s.subject_info["name"] == subject and window.presenter.last.mesh is not None
+    window.averaging_actions[1, False].trigger()
+    qtbot.waitUntil(lambda: s.model_info.get("averaging") == 1 and not s.model_info.get("mirror"), timeout=WAIT_MS)
+    assert window.averaging_actions[1, False].isChecked() and s.mirror is False
+    assert "averaging" not in window.status.fields["device"].text()
+    assert "mirror" not in window.status.fields["device"].text()
+    shown = s.frames_shown
+    qtbot.waitUntil(lambda: s.frames_shown > shown + 2, timeout=WAIT_MS)  # still driving, read once
     window.averaging_actions[1, True].trigger()
     qtbot.waitUntil(lambda: s.model_info.get("averaging") == 1 and s.model_info.get("mirror"), timeout=WAIT_MS)
     assert window.averaging_actions[1, True].isChecked() and s.mirror is True
     assert "mirror reads" in window.status.fields["device"].text()
     assert "averaging" not in window.status.fields["device"].text()
-    shown = s.frames_shown
-    qtbot.waitUntil(lambda: s.frames_shown > shown + 2, timeout=WAIT_MS)  # still driving
-    window.averaging_actions[1, False].trigger()
-    qtbot.waitUntil(lambda: s.model_info.get("averaging") == 1 and not s.model_info.get("mirror"), timeout=WAIT_MS)
-    assert "averaging" not in window.status.fields["device"].text()
-    assert "mirror" not in window.status.fields["device"].text()
     with pytest.raises(ValueError, match="at least one copy"):
         s.set_averaging(0)
 
