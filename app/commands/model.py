@@ -37,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="then more steps without the 3D augmentation layer (default 6000; 0 skips it)")
     p.add_argument("--mirror", type=float, metavar="P",
                    help="train every stage on a sample's mirror image with probability P (default 0, as the "
-                        "shipped model; 0.5 read new people 0.06x better in a small A/B, docs/results.md)")
+                        "shipped model; a small A/B was inconclusive, docs/results.md)")
     p.add_argument("--jobs", type=int, help="parallel rendering / avatar processes (default 2)")
     p.add_argument("--no-bundle", action="store_true", help="stop after the evaluation")
     return p
