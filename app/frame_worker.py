@@ -195,20 +195,30 @@ class FrameWorker(QThread):
         self._subject_override = None
         self._apply_subject()
 
-    def _load_model(self, command: LoadModel) -> None:
+    def _engine(self, path: str, backend: str) -> Any:
+        """The engine reading as asked; a model without a mirror map (another topology than the
+        face model's) is read without the mirror rather than refused (the mirror is a default)."""
+        from engine.errors import NoMirrorError
         from engine.runtime.inference import InferenceEngine
+        try:
+            return InferenceEngine(path, backend=backend, threads=self.threads, device=_device(),
+                                   averaging=self.averaging, mirror=self.mirror)
+        except NoMirrorError as err:
+            LOG.warning("%s: %s; reading each frame without its mirror image", path, err)
+            return InferenceEngine(path, backend=backend, threads=self.threads, device=_device(),
+                                   averaging=self.averaging, mirror=False)
+
+    def _load_model(self, command: LoadModel) -> None:
         path = command.path
         try:
             try:
-                engine = InferenceEngine(path, backend=self.backend, threads=self.threads, device=_device(),
-                                         averaging=self.averaging, mirror=self.mirror)
+                engine = self._engine(path, self.backend)
             except Exception as err:
                 if self.backend != "onnx":
                     raise
                 # a PS baseline, or a graph onnxruntime cannot run: the same model in torch
                 LOG.warning("%s: onnxruntime cannot drive it (%s); using torch", path, err)
-                engine = InferenceEngine(path, backend="torch", threads=self.threads, device=_device(),
-                                         averaging=self.averaging, mirror=self.mirror)
+                engine = self._engine(path, "torch")
         except Exception as err:
             self.model_failed.emit(report(err, f"cannot load the model {path}"))
             return

@@ -29,6 +29,11 @@ class ConfigError(MiaError, ValueError):
     """A configuration file or value is invalid."""
 
 
+class NoMirrorError(ConfigError):
+    """Test-time mirroring was asked of a model whose mesh topology has no known mirror map (only
+    the face model's has one); the model itself is fine read without the mirror."""
+
+
 class SourceError(MiaError):
     """A frame source cannot be opened or used as asked (bad spec, seeking a live feed, an unknown
     synthetic subject, ...)."""

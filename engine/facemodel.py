@@ -235,11 +235,11 @@ _MODEL: FaceModel | None = None
 
 def mirror_index_for(topology: dict) -> np.ndarray:
     """The face model's mirror map (FaceModel.mirror_index) for meshes of `topology` (a checkpoint's
-    or a dataset's); ConfigError when that is another topology, for which no map is known."""
-    from engine.errors import ConfigError
+    or a dataset's); NoMirrorError when that is another topology, for which no map is known."""
+    from engine.errors import NoMirrorError
     fm = load_face_model()
     if not fm.uses_topology(topology):
-        raise ConfigError(f"mirroring needs the face model's topology ({fm.topology.describe()}); "
+        raise NoMirrorError(f"mirroring needs the face model's topology ({fm.topology.describe()}); "
                           f"these meshes are in {topology}")
     return fm.mirror_index
 

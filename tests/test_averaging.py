@@ -154,3 +154,34 @@ def test_a_mirroring_recommendation_reaches_every_engine_and_can_be_overridden(c
         InferenceEngine(stamped, backend="onnx", onnx_dir=tmp_path / "onnx", mirror=False)
     with pytest.raises(ConfigError, match="mirror must be true or false"):
         AveragingConfig(mirror="yes")  # type: ignore[arg-type]
+
+
+def other_topology_checkpoint(path):
+    """A tiny MIA on a 60-vertex mesh that is not the face model's: no mirror map is known for it."""
+    import torch
+    from engine.io.checkpoint import save_checkpoint
+    from engine.mia.config import ModelConfig
+    from engine.mia.model import MIA
+    torch.manual_seed(0)
+    template = np.random.default_rng(0).normal(0, 30, (60, 3)).astype(np.float32)
+    model = MIA(ModelConfig.tiny(), torch.from_numpy(template))
+    return save_checkpoint(path, model, topology={"name": "scan-60", "vertex_count": 60, "hash": "f00"},
+                           template=template, identities={})
+
+
+def test_mirroring_a_model_of_another_topology_is_refused_clearly(tmp_path):
+    from engine.errors import NoMirrorError
+    path = other_topology_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(NoMirrorError, match=r"mirroring needs the face model's topology.*scan-60"):
+        InferenceEngine(path, mirror=True)
+    assert not InferenceEngine(path).averaging.mirror  # nothing asked: one read
+
+
+@pytest.mark.gui
+def test_the_studio_reads_a_model_without_a_mirror_map_without_the_mirror(tmp_path, qapp):
+    from app.frame_worker import FrameWorker
+    worker = FrameWorker(lambda *_: None, averaging=1, mirror=True)  # the studio's default reading
+    engine = worker._engine(str(other_topology_checkpoint(tmp_path / "other.pt")), "torch")
+    assert not engine.averaging.mirror and engine.checkpoint.topology["name"] == "scan-60"
+    kit = worker._engine(str(tiny_checkpoint(tmp_path / "kit.pt")), "torch")
+    assert kit.averaging.mirror  # a face-model checkpoint keeps the mirror
