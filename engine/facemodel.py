@@ -41,6 +41,7 @@ MOUTH_RADIUS_MM = 40.0
 MAX_GAZE_RAD = np.deg2rad(30.0)
 CORNEA_COS = np.cos(np.deg2rad(50.0))
 MIRROR_TOLERANCE_MM = 0.1
+MIRROR_X = (-1.0, 1.0, 1.0)  # the face's midplane is x = 0: a mirror negates x
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ class FaceModel:
         that is its own inverse. Test-time mirroring (engine/runtime/averaging.py) uses it."""
         from scipy.spatial import cKDTree
         verts = self.neutral[self.topology.kit_index]
-        dist, index = cKDTree(verts).query(verts * np.array([-1.0, 1.0, 1.0], np.float32))
+        dist, index = cKDTree(verts).query(verts * np.array(MIRROR_X, np.float32))
         if dist.max() > MIRROR_TOLERANCE_MM or not np.array_equal(index[index], np.arange(len(index))):
             raise ValueError(f"the face model is not left-right symmetric (a vertex's mirror image is "
                              f"{dist.max():.3f} mm from the nearest vertex): no mirror map")
@@ -231,6 +232,12 @@ class FaceModel:
 
 
 _MODEL: FaceModel | None = None
+
+
+def mirror_meshes(meshes: np.ndarray, mirror_index: np.ndarray) -> np.ndarray:
+    """(..., V, 3) meshes mirrored across the face's midplane, renumbered by `mirror_index` so they
+    stay in the topology (numpy; engine/runtime/export.py's ShapeGraph does the same in its graph)."""
+    return (np.asarray(meshes, np.float32) * np.array(MIRROR_X, np.float32))[..., mirror_index, :]
 
 
 def mirror_index_for(topology: dict) -> np.ndarray:

@@ -27,9 +27,9 @@ def _checkpoint_info(path: Path) -> None:
     if ckpt.kind == "mia":
         from engine.runtime.averaging import averaging_for
         avg = averaging_for(ckpt.extra)
-        print("test-time reading: " + (f"{avg.describe()}: copies moved by shift {avg.shift}, zoom {avg.scale}, "
-                                       f"roll {avg.roll_deg} deg{', and the mirror image' if avg.mirror else ''}; "
-                                       "--averaging 1 --no-mirror reads once" if avg.enabled else "one read per frame"))
+        spreads = f" (copies moved by shift {avg.shift}, zoom {avg.scale}, roll {avg.roll_deg} deg)" if avg.copies > 1 else ""
+        print("test-time reading: " + (f"{avg.describe()}{spreads}; --averaging 1 --no-mirror reads once"
+                                       if avg.enabled else "one read per frame"))
     if ckpt.provenance:
         print("provenance: " + json.dumps(ckpt.provenance, default=str)[:500])
     if ckpt.training:

@@ -22,6 +22,7 @@ from engine.errors import CaptureError
 
 SCHEMA_VERSION = 1
 CAMERA_NAMES = ("left_eye", "right_eye", "mouth")
+MIRRORED_CAMERAS = (1, 0, 2)  # which camera sees each view of the mirrored face: the eye cameras swap
 STORAGES = ("ffv1", "png")
 META_FILE = "capture.json"
 PARTIAL_MARK = ".partial-"

@@ -32,7 +32,8 @@ from engine.io.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import CheckpointError, ExportError
 from engine.mia.model import MIA
 from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
-from engine.facemodel import mirror_index_for
+from engine.facemodel import MIRROR_X, mirror_index_for
+from engine.io.capture_schema import MIRRORED_CAMERAS
 from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, sampling_grids
 
 FORMAT = "mia-onnx"
@@ -98,9 +99,9 @@ class ShapeGraph(nn.Module):
             if mirror_index is None:
                 raise ValueError("ShapeGraph: mirroring needs the topology's mirror_index")
             self.register_buffer("mirror_index", torch.as_tensor(mirror_index, dtype=torch.long), persistent=False)
-            self.register_buffer("camera_swap", torch.tensor([1, 0, 2]), persistent=False)
+            self.register_buffer("camera_swap", torch.tensor(MIRRORED_CAMERAS), persistent=False)
             self.register_buffer("columns_reversed", torch.arange(size - 1, -1, -1), persistent=False)
-            self.register_buffer("flip_x", torch.tensor([-1.0, 1.0, 1.0]), persistent=False)
+            self.register_buffer("flip_x", torch.tensor(MIRROR_X), persistent=False)
 
     def embed(self, images: Tensor) -> Tensor:
         e = self.backbone(images)
@@ -139,7 +140,7 @@ class ShapeGraph(nn.Module):
 
 def shape_graph(model: MIA, averaging: AveragingConfig | None, topology: dict) -> ShapeGraph:
     """The ShapeGraph of a model trained on `topology`, with the mirror map when `averaging` mirrors."""
-    mirror = averaging is not None and averaging.enabled and averaging.mirror
+    mirror = averaging is not None and averaging.mirror
     return ShapeGraph(model, averaging, mirror_index_for(topology) if mirror else None)
 
 

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.io.capture_schema import CODE_DIM, CaptureMeta, read_meta
+from engine.io.capture_schema import CODE_DIM, MIRRORED_CAMERAS, CaptureMeta, read_meta
 from engine.io.capture_reader import decode_in_threads, list_captures, open_capture
 from engine.errors import CaptureError, ConfigError, MeshError
 from engine.io.layout import neutral_path
 from engine.io.mesh import load_neutral
+from engine.facemodel import mirror_meshes
 from engine.training.jitter import jitter_images
 from engine.camera import PinholeCamera, camera_from_calib
 
@@ -343,11 +344,10 @@ class HMCDataset(Dataset):
 
     def _mirrored(self, images: np.ndarray, mesh: np.ndarray, neutral: np.ndarray,
                   weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The sample's mirror image (class docstring): cameras (left eye, right eye, mouth)."""
+        """The sample's mirror image (class docstring)."""
         index = self.mirror_index
-        flip = np.array([-1.0, 1.0, 1.0], np.float32)
-        return (np.ascontiguousarray(images[[1, 0, 2], :, ::-1]), (mesh * flip)[index],
-                (neutral * flip)[index], weights[index])
+        return (np.ascontiguousarray(images[list(MIRRORED_CAMERAS), :, ::-1]), mirror_meshes(mesh, index),
+                mirror_meshes(neutral, index), weights[index])
 
     def _augment(self, images: np.ndarray, mesh: np.ndarray, cameras: list[PinholeCamera],
                  rng: np.random.Generator, visibility: np.ndarray | None = None) -> np.ndarray:
