@@ -305,7 +305,9 @@ def test_stream_stops_cleanly_on_ctrl_c(tmp_path, livelink, sig):
     received = len(livelink.close())
     counted = int(out.split("Live Link Face ")[1].split()[0])
     # The signal may land between a packet's sendto and its count: then one more arrives than counted.
-    assert 3 <= counted <= received <= counted + 1
+    # The wait above saw 3 packets arrive, so 3 is a bound on what was received; the count may be
+    # one short of it (2, when the signal hit right after the third sendto: seen once under load).
+    assert received >= 3 and counted <= received <= counted + 1
 
 
 @pytest.mark.parametrize("option, value, words", [
