@@ -167,6 +167,27 @@ def test_hmc_views_show_frames_states_and_roi(qtbot):
     assert blocker.args == [2, (30, 15, 100, 80)]
 
 
+@gui
+def test_hmc_views_pass_frames_through_unscaled(qtbot):
+    """A dim, low-contrast frame is shown as its own gray values (no level stretch), through the
+    pass-through Grayscale8 image, not pyqtgraph's per-render colour-table path."""
+    from PySide6.QtGui import QImage
+
+    from widgets.hmc_views import HMCViews
+
+    views = HMCViews()
+    qtbot.addWidget(views)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(100, 121, (3, 48, 40), dtype=np.uint8)
+    views.set_frames(frames)
+    for cam, item in enumerate(views._images):
+        item.render()
+        assert item.qimage.format() == QImage.Format.Format_Grayscale8
+        bits = item.qimage.constBits()
+        rows = np.frombuffer(bits, np.uint8, item.qimage.sizeInBytes()).reshape(48, -1)
+        np.testing.assert_array_equal(rows[:, :40], frames[cam])
+
+
 # -- mesh viewer -----------------------------------------------------------------------------
 @pytest.fixture
 def viewer(qtbot):
@@ -364,6 +385,55 @@ def test_a_submitted_draw_shows_the_scene_of_its_repaint(viewer, qtbot):
     sat = later.max(-1).astype(int) - later.min(-1)
     assert (sat > 120).mean() > 0.05, "the change made after the submit is missing"
     assert np.abs(later.astype(int) - early).mean() > 5
+
+
+@gui
+@opengl
+def test_still_label_draws_like_a_label_without_reuploading_its_kernel(qtbot, monkeypatch):
+    """StillLabel's pixels equal vispy's Label's, also after a text change and a resize, while the
+    font kernel is uploaded once instead of on every draw."""
+    from vispy import gloo, scene
+
+    from widgets.face_camera import BACKGROUND, TITLE_COLOR
+    from widgets.offscreen_canvas import make_canvas
+    from widgets.still_label import StillLabel
+
+    uploads: list[str] = []
+    drawing = {"kind": ""}
+    set_data = gloo.Texture2D.set_data
+
+    def counting(self, data, *args, **kwargs):
+        if getattr(data, "shape", None) == (16, 1024, 4):  # the SDF font's filter kernel
+            uploads.append(drawing["kind"])
+        return set_data(self, data, *args, **kwargs)
+    monkeypatch.setattr(gloo.Texture2D, "set_data", counting)
+
+    labels = {}
+    canvases = {}
+    for kind, make in (("vispy", scene.Label), ("still", StillLabel)):
+        canvas, widget = make_canvas(BACKGROUND)
+        qtbot.addWidget(widget)
+        canvas.size = (220, 60)
+        labels[kind] = canvas.central_widget.add_widget(make("Ground truth", color=TITLE_COLOR, font_size=10))
+        canvases[kind] = canvas
+
+    def draw(kind: str) -> np.ndarray:
+        drawing["kind"] = kind
+        return canvases[kind].render(alpha=False)[..., :3]
+
+    for _ in range(3):
+        first = {kind: draw(kind) for kind in canvases}
+        assert first["still"].std() > 5, "no text drawn"
+        np.testing.assert_array_equal(first["still"], first["vispy"])
+    # vispy's Label re-sends the kernel from its second draw on (the first creates the texture)
+    assert uploads.count("vispy") == 2 and uploads.count("still") == 0
+
+    for kind in canvases:
+        labels[kind].text = "Driven"
+        canvases[kind].size = (260, 80)
+    changed = {kind: draw(kind) for kind in canvases}
+    np.testing.assert_array_equal(changed["still"], changed["vispy"])
+    assert np.abs(changed["still"][:60, :220].astype(int) - first["still"]).mean() > 0.5, "the change was not drawn"
 
 
 @gui

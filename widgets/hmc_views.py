@@ -1,7 +1,9 @@
 """The three headset-camera (HMC) images: left eye, right eye, mouth.
 
-pyqtgraph ImageItems with fixed levels draw uint8 frames without rescaling, so a 30 fps
-stream costs one texture-like copy per camera. Each panel carries a state badge
+pyqtgraph ImageItems without levels show uint8 frames as they are (Format_Grayscale8, no
+rescaling), so a 30-90 fps stream costs one copy per camera. Levels, even the identity (0, 255),
+would send every frame through pyqtgraph's Indexed8 path, which builds a 256-entry colour table
+in Python on each render (~0.15 ms a camera, 8x the pass-through; `benchmarks/studio_fps.py`). Each panel carries a state badge
 ("live", "no signal", ...) and an optional crop ROI the user can drag; ROI edits leave
 as ``roi_changed(cam, (x, y, w, h))`` in image pixels (x = column, y = row).
 """
@@ -49,7 +51,7 @@ class HMCViews(QWidget):
         graphics.ci.setContentsMargins(2, 2, 2, 2)
         view = graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
                                    enableMouse=False, enableMenu=False)
-        image = pg.ImageItem(axisOrder="row-major", levels=(0, 255))
+        image = pg.ImageItem(axisOrder="row-major", levels=None)
         view.addItem(image)
         badge = pg.TextItem("no signal", color=BAD_COLOR, fill=BADGE_FILL, anchor=(0, 0))
         badge.setParentItem(view)  # parented to the box, not the image: fixed on screen
@@ -93,7 +95,7 @@ class HMCViews(QWidget):
             raise ValueError(f"camera {cam}: expected a gray (H, W) frame, got {frame.shape}")
         if frame.dtype != np.uint8:
             frame = np.clip(frame, 0, 255).astype(np.uint8)
-        image.setImage(frame, autoLevels=False, levels=(0, 255))
+        image.setImage(frame, autoLevels=False)  # no levels: pass-through (module docstring)
         if frame.shape != self._shapes[cam]:
             self._shapes[cam] = frame.shape
             self._views[cam].autoRange(padding=0.0)

@@ -23,6 +23,7 @@ from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight
 from widgets.face_mesh import MODES, FaceMesh
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
+from widgets.still_label import StillLabel
 
 
 class MeshViewer(QWidget):
@@ -41,9 +42,9 @@ class MeshViewer(QWidget):
 
         self.canvas, self.canvas_widget = make_canvas(BACKGROUND)  # offscreen where GL is software
         self._grid: scene.widgets.Grid | None = None
-        self._title = scene.Label("Driven", color=TITLE_COLOR, font_size=10)
-        self._gt_title = scene.Label("Ground truth", color=TITLE_COLOR, font_size=10)
-        self._bar_title = scene.Label("error (mm)", color=TITLE_COLOR, font_size=9)
+        self._title = StillLabel("Driven", color=TITLE_COLOR, font_size=10)
+        self._gt_title = StillLabel("Ground truth", color=TITLE_COLOR, font_size=10)
+        self._bar_title = StillLabel("error (mm)", color=TITLE_COLOR, font_size=9)
         for label in (self._title, self._gt_title, self._bar_title):
             label.height_max = 26
         self._view = scene.ViewBox(camera=make_front_camera())

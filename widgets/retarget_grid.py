@@ -20,6 +20,7 @@ from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight
 from widgets.face_mesh import FaceMesh
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
+from widgets.still_label import StillLabel
 
 MeshAndTexture = tuple[np.ndarray, np.ndarray | None]
 
@@ -28,7 +29,7 @@ class _SubjectView:
     """One grid cell: a title, a view box and the subject's face mesh."""
 
     def __init__(self, name: str, faces: np.ndarray | None, uvs: np.ndarray | None) -> None:
-        self.title = scene.Label(name, color=TITLE_COLOR, font_size=9)
+        self.title = StillLabel(name, color=TITLE_COLOR, font_size=9)
         self.title.height_max = 22
         self.view = scene.ViewBox()
         self.mesh = FaceMesh(self.view.scene)
