@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from engine.avatar import FRONTAL_VIEW, AvatarDecoder
 from engine.errors import ExportError
 from engine.io.atomic import atomic_path
-from engine.runtime.export import _export, _max_error, _session, cache_root, file_sha256
+from engine.runtime.export import cache_root, file_sha256
+from engine.runtime.onnx_io import export_module, max_error, ort_session
 
 LOG = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # texture values are in [0, 1]
@@ -47,7 +48,7 @@ class OnnxAvatar:
     def __init__(self, avatar: AvatarDecoder, path: Path, threads: int) -> None:
         self.avatar = avatar
         self.onnx_path = path
-        self._session = _session(path, threads)
+        self._session = ort_session(path, threads)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["avatar"], name)
@@ -64,7 +65,7 @@ class OnnxAvatar:
 def _error_against_torch(avatar: AvatarDecoder, graph: DecoderGraph, path: Path) -> float:
     """Max abs difference of the ONNX file from torch on random codes and views, 1 and 3 at a time."""
     rng = np.random.default_rng(0)
-    session = _session(path, threads=1)
+    session = ort_session(path, threads=1)
     error = 0.0
     for n in (1, 3):
         z = rng.normal(0, 1, (n, avatar.latent_dim)).astype(np.float32)
@@ -72,7 +73,7 @@ def _error_against_torch(avatar: AvatarDecoder, graph: DecoderGraph, path: Path)
         view /= np.linalg.norm(view, axis=1, keepdims=True)
         with torch.inference_mode():
             want = graph(torch.from_numpy(z), torch.from_numpy(view))
-        error = max(error, _max_error(want, session.run(["texture"], {"z": z, "view": view})[0]))
+        error = max(error, max_error(want, session.run(["texture"], {"z": z, "view": view})[0]))
     return error
 
 
@@ -82,7 +83,7 @@ def export_avatar(avatar: AvatarDecoder, path: Path) -> float:
     graph = DecoderGraph(avatar).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        _export(graph, (torch.zeros(1, avatar.latent_dim), torch.from_numpy(FRONTAL_VIEW)[None]), tmp,
+        export_module(graph, (torch.zeros(1, avatar.latent_dim), torch.from_numpy(FRONTAL_VIEW)[None]), tmp,
                 ["z", "view"], ["texture"], {"z": {0: "frames"}, "view": {0: "frames"}, "texture": {0: "frames"}})
         error = _error_against_torch(avatar, graph, tmp)
         if error > TOLERANCE:

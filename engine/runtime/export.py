@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +34,14 @@ from engine.mia.texture import AdaptationLayer, IdentityCodeSpace
 from engine.facemodel import MIRROR_X, mirror_index_for
 from engine.io.capture_schema import MIRRORED_CAMERAS
 from engine.runtime.averaging import EXTRA_KEY, AveragingConfig, averaging_for, sampling_grids
+from engine.runtime.onnx_io import OPSET, export_module, max_error, ort_session
 
 FORMAT = "mia-onnx"
 VERSION = 1
 MANIFEST = "manifest.json"
 SHAPE_FILE = "shape.onnx"
 NEUTRALS_FILE = "neutrals.npz"
-OPSET = 17
 TOLERANCE = 1e-4
-_QUIET = ("instance_norm", "legacy TorchScript", "will be removed", "Converting a tensor",
-          "dynamic_axes", "TracerWarning")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -155,45 +152,10 @@ class CodeGraph(nn.Module):
         return self.space.project(self.adapter(embedding))
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
-            axes: dict[str, dict[int, str]]) -> str:
-    """torch.onnx.export, TorchScript exporter first (a plain graph), torch.export-based if absent."""
-    kwargs = dict(input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET)
-    with warnings.catch_warnings():
-        for text in _QUIET:
-            warnings.filterwarnings("ignore", message=f".*{text}.*")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        try:
-            torch.onnx.export(module, args, str(path), dynamo=False, **kwargs)
-            return "torchscript"
-        except (TypeError, RuntimeError, NotImplementedError, AttributeError) as first:
-            try:
-                torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, **kwargs)
-                return "dynamo"
-            except Exception as err:
-                raise ExportError(f"{path.name}: ONNX export failed (TorchScript exporter: {first}; "
-                                  f"torch.export-based exporter: {err})") from err
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _max_error(a: Tensor, b: np.ndarray) -> float:
-    if tuple(a.shape) != b.shape:
-        raise ExportError(f"ONNX output shaped {b.shape} where torch gives {tuple(a.shape)}")
-    return float(np.abs(a.numpy() - b).max())
-
-
 def _check_shape(model: MIA, graph: ShapeGraph, path: Path, template: np.ndarray) -> dict[str, float]:
     """Max abs errors of embedding and mesh over batch sizes (1, 1), (3, 3), (1, 3) and (2, 1)."""
     rng = np.random.default_rng(0)
-    session = _session(path, threads=1)
+    session = ort_session(path, threads=1)
     s = model.cfg.image_size
     errors = {"embedding": 0.0, "mesh": 0.0}
     for n, k in ((1, 1), (3, 3), (1, 3), (2, 1)):
@@ -202,20 +164,20 @@ def _check_shape(model: MIA, graph: ShapeGraph, path: Path, template: np.ndarray
         with torch.inference_mode():
             e, mesh = graph(torch.from_numpy(images), torch.from_numpy(neutral))
         got_e, got_mesh = session.run(["embedding", "mesh"], {"images": images, "neutral": neutral})
-        errors["embedding"] = max(errors["embedding"], _max_error(e, got_e))
-        errors["mesh"] = max(errors["mesh"], _max_error(mesh, got_mesh))
+        errors["embedding"] = max(errors["embedding"], max_error(e, got_e))
+        errors["mesh"] = max(errors["mesh"], max_error(mesh, got_mesh))
     return errors
 
 
 def _check_code(graph: CodeGraph, path: Path, dim: int) -> float:
     rng = np.random.default_rng(1)
-    session = _session(path, threads=1)
+    session = ort_session(path, threads=1)
     error = 0.0
     for n in (1, 4):
         e = rng.normal(0, 1, (n, dim)).astype(np.float32)
         with torch.inference_mode():
             z = graph(torch.from_numpy(e))
-        error = max(error, _max_error(z, session.run(["code"], {"embedding": e})[0]))
+        error = max(error, max_error(z, session.run(["code"], {"embedding": e})[0]))
     return error
 
 
@@ -266,7 +228,7 @@ def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float,
     template = ckpt.template
     graph = shape_graph(model, averaging, ckpt.topology).eval()
     example = (torch.zeros(1, 3, cfg.image_size, cfg.image_size), torch.from_numpy(template)[None])
-    exporter = _export(graph, example, folder / SHAPE_FILE, ["images", "neutral"], ["embedding", "mesh"],
+    exporter = export_module(graph, example, folder / SHAPE_FILE, ["images", "neutral"], ["embedding", "mesh"],
                        {"images": {0: "frames"}, "neutral": {0: "subjects"}, "embedding": {0: "frames"},
                         "mesh": {0: "rows"}})
     errors: dict = _check_shape(model, graph, folder / SHAPE_FILE, template)
@@ -278,7 +240,7 @@ def _write_export(ckpt: Checkpoint, model: MIA, folder: Path, tolerance: float,
         space = model.texture.code_spaces[name]
         assert isinstance(space, IdentityCodeSpace)
         code_graph = CodeGraph(model.texture.adapters[name], space).eval()  # type: ignore[arg-type]
-        _export(code_graph, (torch.zeros(1, cfg.embedding_dim),), folder / file, ["embedding"], ["code"],
+        export_module(code_graph, (torch.zeros(1, cfg.embedding_dim),), folder / file, ["embedding"], ["code"],
                 {"embedding": {0: "frames"}, "code": {0: "frames"}})
         errors["code"][name] = _check_code(code_graph, folder / file, cfg.embedding_dim)
         identities[name] = {"file": file}
@@ -320,8 +282,8 @@ class OnnxModel:
         if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
             raise ExportError(f"{file}: not a {FORMAT} v{VERSION} manifest")
         self.threads = threads
-        self._shape = _session(self.folder / self.manifest["files"]["shape"], threads)
-        self._codes = {name: _session(self.folder / d["file"], threads)
+        self._shape = ort_session(self.folder / self.manifest["files"]["shape"], threads)
+        self._codes = {name: ort_session(self.folder / d["file"], threads)
                        for name, d in self.manifest["identities"].items()}
 
     @property

@@ -21,14 +21,14 @@ import cv2
 import numpy as np
 
 from engine.camera import calib_from_camera
-from engine.io.capture_schema import CaptureMeta, TopologyRef, read_meta
+from engine.io.capture_schema import CAMERA_NAMES, CaptureMeta, TopologyRef, read_meta
 from engine.io.capture_writer import CaptureWriter
 from engine.errors import CaptureError, ConfigError
 from engine.facemodel import FaceModel, load_face_model
 from engine.io.mesh import save_mesh
 from engine.synth.config import AppearanceConfig, SynthConfig
 from engine.synth.ground_truth import IDENTITY_FIELD
-from engine.synth.headset import CAMERA_NAMES, Headset, make_headset, make_slop, session_poses
+from engine.synth.headset import Headset, make_headset, make_slop, session_poses
 from engine.synth.identity import Identity, albedo_texture, make_identity
 from engine.synth.performance import make_performance
 from engine.synth.world import HMCWorld, make_environment, make_sensor

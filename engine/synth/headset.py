@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.camera import PinholeCamera
+from engine.io.capture_schema import CAMERA_NAMES
 from engine.synth.config import HeadsetConfig, SessionConfig
 
-CAMERA_NAMES = ("left_eye", "right_eye", "mouth")
 # nominal camera position and look-at target in head space (mm), chosen so each eye camera sees the
 # eye with its lids and brow from below-front, and the mouth camera sees lips, chin and cheeks.
 NOMINAL_RIG = {
