@@ -107,6 +107,8 @@ class MainWindow(QMainWindow):
         self.source_panel = SourcePanel()
         self.neutral_panel = NeutralMeshPanel()
         self.retarget = RetargetGrid()
+        if not paths.coarse_thumbnails():
+            self.retarget.coarse_rounds = 0
         self.error_plots = ErrorPlots()
         self.summary = SummaryTable()
         self.latency = LatencyPlot()

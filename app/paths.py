@@ -75,6 +75,15 @@ def default_mirror() -> bool:
     return LIVE_MIRROR if not env else env in ("1", "yes", "on", "true")
 
 
+def coarse_thumbnails() -> bool:
+    """Whether the retarget thumbnails draw the coarser display mesh (about half the triangles,
+    widgets/display_lod.py): yes unless MIA_STUDIO_FULL_THUMBNAILS=1. With software GL it buys the
+    grid of four subjects frame rate (docs/studio_speed.md); the full mesh differs from it at the
+    inner lips and nostrils, which a thumbnail rarely shows."""
+    env = os.environ.get("MIA_STUDIO_FULL_THUMBNAILS", "").strip().lower()
+    return env not in ("1", "yes", "on", "true")
+
+
 def set_application_names() -> None:
     """Names Qt uses for the user folders and QSettings; call before any QApplication."""
     QCoreApplication.setOrganizationName(ORG_NAME)

@@ -167,3 +167,13 @@ def test_demo_without_a_display_reruns_under_xvfb(tmp_path):
     assert data["frames_shown"] >= 8 and data["driven_frames"] >= 1 and data["mean_fps"] > 0
     image = cv2.imread(str(shot))
     assert image is not None and image.std() > 15
+
+
+def test_retarget_thumbnails_are_coarse_unless_asked_for_the_full_mesh(monkeypatch):
+    from app.paths import coarse_thumbnails
+
+    monkeypatch.delenv("MIA_STUDIO_FULL_THUMBNAILS", raising=False)
+    assert coarse_thumbnails()
+    for value, coarse in (("1", False), ("yes", False), ("0", True), ("", True)):
+        monkeypatch.setenv("MIA_STUDIO_FULL_THUMBNAILS", value)
+        assert coarse_thumbnails() is coarse

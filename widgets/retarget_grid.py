@@ -4,6 +4,11 @@ The user ticks target subjects; each gets a small titled view. All views live in
 vispy SceneCanvas (a grid of ViewBoxes with linked cameras), which costs one GL
 context and one draw per frame instead of one per subject. ``textured_changed`` asks
 the session for textured avatars (F_j/D_j) or shape only (G with the neutral mesh).
+
+The cells are small, so they draw a coarser display mesh over the same vertices (about half the
+triangles, widgets/display_lod.py), made once per topology from the first meshes shown, and shaded
+with the full mesh's smooth normals. With software GL that took four retarget subjects from 27-28
+to 32-33 fps (docs/studio_speed.md). ``coarse_rounds = 0`` draws the full mesh.
 """
 from __future__ import annotations
 
@@ -16,13 +21,16 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QListWidget, QListWidgetI
                                QVBoxLayout, QWidget)
 from vispy import scene
 
+from widgets.display_lod import coarse_faces
 from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight, make_front_camera
-from widgets.face_mesh import FaceMesh
+from widgets.face_mesh import FaceMesh, face_to_vertex
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
 from widgets.still_label import StillLabel
 
 MeshAndTexture = tuple[np.ndarray, np.ndarray | None]
+COARSE_ROUNDS = 4  # rounds of display_lod.coarse_faces: ~51 % of the kit's 14,606 triangles
+COARSE_MIN_FACES = 2000  # smaller meshes are drawn as they are
 
 
 class _SubjectView:
@@ -66,6 +74,9 @@ class RetargetGrid(QWidget):
         self._grid: scene.widgets.Grid | None = None
         self._faces: np.ndarray | None = None
         self._uvs: np.ndarray | None = None
+        self._shown_faces: np.ndarray | None = None  # what the cells draw: _faces or a coarser set
+        self._normal_op = None  # the full topology's face -> vertex sum, for normals not given
+        self.coarse_rounds = COARSE_ROUNDS
         self._cells: dict[str, _SubjectView] = {}
         self._shown: list[str] = []
         self._needs_framing = True
@@ -119,9 +130,36 @@ class RetargetGrid(QWidget):
         """The shared topology of all targets (F, 3) and optional UVs (V, 2)."""
         self._faces = np.asarray(faces)
         self._uvs = None if uvs is None else np.asarray(uvs)
+        self._shown_faces = self._faces  # until the first meshes give the coarse set its geometry
+        self._normal_op = None
         for cell in self._cells.values():
             cell.mesh.set_topology(self._faces, self._uvs)
         self._needs_framing = True
+
+    @property
+    def drawn_faces(self) -> np.ndarray | None:
+        """The triangles the cells draw (the topology's, or its coarser display set)."""
+        return self._shown_faces
+
+    def _coarsen(self, vertices: np.ndarray) -> None:
+        """Switch the cells to a coarser display mesh made on `vertices` (once per topology)."""
+        if (self._faces is None or self._shown_faces is not self._faces or self.coarse_rounds <= 0
+                or len(self._faces) < COARSE_MIN_FACES or len(vertices) <= int(self._faces.max())):
+            return
+        self._shown_faces = coarse_faces(vertices, self._faces, rounds=self.coarse_rounds)
+        self._normal_op = face_to_vertex(self._faces, int(self._faces.max()) + 1)
+        for cell in self._cells.values():
+            cell.mesh.set_topology(self._shown_faces, self._uvs)
+
+    def _full_normals(self, vertices: np.ndarray) -> np.ndarray | None:
+        """Smooth normals of the full mesh for a coarse cell whose normals were not given (the coarse
+        triangles' own would shade the face in blotches); None when the cells draw the full mesh."""
+        if self._normal_op is None or self._faces is None:
+            return None
+        v = np.asarray(vertices, np.float32)
+        f = self._faces
+        n = np.asarray(self._normal_op @ np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), np.float32)
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
     def set_meshes(self, meshes: Mapping[str, MeshAndTexture],
                    normals: Mapping[str, np.ndarray] | None = None) -> None:
@@ -129,11 +167,14 @@ class RetargetGrid(QWidget):
         already computed. Unticked names are ignored."""
         textured = self.textured_check.isChecked()
         normals = normals or {}
+        if meshes:
+            self._coarsen(np.asarray(next(iter(meshes.values()))[0]))
         for name, (vertices, texture) in meshes.items():
             cell = self._cells.get(name)
             if cell is None:
                 continue
-            cell.mesh.set_vertices(vertices, normals.get(name))
+            given = normals.get(name)
+            cell.mesh.set_vertices(vertices, given if given is not None else self._full_normals(vertices))
             cell.mesh.set_texture(texture if textured else None)
         if self._needs_framing and self._shown:
             self.reset_camera()
@@ -188,7 +229,7 @@ class RetargetGrid(QWidget):
         mode = "textured" if self.textured_check.isChecked() else "shaded"
         for name in wanted:
             if name not in self._cells:
-                self._cells[name] = _SubjectView(name, self._faces, self._uvs)
+                self._cells[name] = _SubjectView(name, self._shown_faces, self._uvs)
                 self._cells[name].mesh.set_mode(mode)
         self._shown = wanted
         self._relayout()
