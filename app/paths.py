@@ -71,8 +71,7 @@ def default_mirror() -> bool:
     once; docs/results.md), and cost the studio no frame rate: it is drawing-bound (interleaved
     `studio_fps.py` runs here, one subject: 48.1 / 43.2 fps reading once, 45.6 / 46.1 with the
     mirror; the worker's inference 4.3 -> 6.8 ms a frame; docs/studio_speed.md)."""
-    env = os.environ.get("MIA_STUDIO_MIRROR", "").strip().lower()
-    return LIVE_MIRROR if not env else env in ("1", "yes", "on", "true")
+    return _env_flag("MIA_STUDIO_MIRROR", LIVE_MIRROR)
 
 
 def coarse_thumbnails() -> bool:
@@ -80,8 +79,14 @@ def coarse_thumbnails() -> bool:
     widgets/display_lod.py): yes unless MIA_STUDIO_FULL_THUMBNAILS=1. With software GL it buys the
     grid of four subjects frame rate (docs/studio_speed.md); the full mesh differs from it at the
     inner lips and nostrils, which a thumbnail rarely shows."""
-    env = os.environ.get("MIA_STUDIO_FULL_THUMBNAILS", "").strip().lower()
-    return env not in ("1", "yes", "on", "true")
+    return not _env_flag("MIA_STUDIO_FULL_THUMBNAILS", False)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment setting: unset or empty gives `default`; 1, yes, on or true is yes,
+    anything else no."""
+    env = os.environ.get(name, "").strip().lower()
+    return default if not env else env in ("1", "yes", "on", "true")
 
 
 def set_application_names() -> None:

@@ -84,9 +84,7 @@ def _collapse_round(vertices: np.ndarray, faces: np.ndarray, cos_limit: float, m
     pinned[unique[counts != 2].ravel()] = True  # border and non-manifold edges keep their ends
     used = np.zeros(n, bool)
     used[faces.ravel()] = True
-    adjacency = sp.coo_matrix((np.ones(2 * len(unique)), (np.r_[unique[:, 0], unique[:, 1]],
-                                                           np.r_[unique[:, 1], unique[:, 0]])), shape=(n, n)).tocsr()
-    adjacency.data[:] = 1.0
+    adjacency = _adjacency(faces, n)
 
     # each vertex's candidate target: its nearest neighbour
     directed = np.r_[unique, unique[:, ::-1]]

@@ -80,6 +80,14 @@ def face_to_vertex(faces: np.ndarray, n_vertices: int):
     return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_vertices, len(faces)))
 
 
+def smooth_vertex_normals(vertices: np.ndarray, faces: np.ndarray, normal_op) -> np.ndarray:
+    """(V, 3) unit vertex normals: the area-weighted sum of each vertex's face normals, with
+    ``normal_op = face_to_vertex(faces, V)``."""
+    v, f = vertices, faces
+    normals = np.asarray(normal_op @ np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), np.float32)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
 class FaceMeshData(MeshData):
     """MeshData whose smooth vertex normals are one sparse product, laid out the way they are drawn.
 
@@ -102,11 +110,7 @@ class FaceMeshData(MeshData):
         if indexed not in (None, "faces"):
             raise ValueError(f"indexed must be None or 'faces', got {indexed!r}")
         if self.smooth_normals is None:
-            v, f = self.get_vertices(), self.get_faces()
-            face_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-            normals = np.asarray(self.normal_op @ face_normals, np.float32)
-            normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-            self.smooth_normals = normals
+            self.smooth_normals = smooth_vertex_normals(self.get_vertices(), self.get_faces(), self.normal_op)
         if indexed is None:
             return self.smooth_normals
         if self.drawn_normals is None:

@@ -23,7 +23,7 @@ from vispy import scene
 
 from widgets.display_lod import coarse_faces
 from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight, make_front_camera
-from widgets.face_mesh import FaceMesh, face_to_vertex
+from widgets.face_mesh import FaceMesh, face_to_vertex, smooth_vertex_normals
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
 from widgets.still_label import StillLabel
@@ -156,10 +156,7 @@ class RetargetGrid(QWidget):
         triangles' own would shade the face in blotches); None when the cells draw the full mesh."""
         if self._normal_op is None or self._faces is None:
             return None
-        v = np.asarray(vertices, np.float32)
-        f = self._faces
-        n = np.asarray(self._normal_op @ np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), np.float32)
-        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        return smooth_vertex_normals(np.asarray(vertices, np.float32), self._faces, self._normal_op)
 
     def set_meshes(self, meshes: Mapping[str, MeshAndTexture],
                    normals: Mapping[str, np.ndarray] | None = None) -> None:
