@@ -52,6 +52,8 @@ class IdentityFitConfig:
     max_distance_mm: float = 10.0    # matches further than this are ignored
     min_normal_dot: float = 0.5      # model and scan normals must agree this well
     model_normals_noise_mm: float = 0.15  # on scans noisier than this, residuals along the model's normals
+    measured_vertices: bool = True   # weak-prior steps: scan vertices -> model surface (not model -> scan triangles)
+    measured_limit: int = 20_000     # at most this many scan vertices per step (a fixed seed picks them)
 
 
 @dataclass

@@ -103,6 +103,7 @@ class ScanSurface:
     border: np.ndarray    # (S,) bool: on a triangle that touches the open border
     spacing: float
     noise_mm: float = 0.0  # estimated vertex noise (``estimate_noise``)
+    measured: int = 0      # the first ``measured`` samples are the scan's own vertices (where it measured)
 
     @cached_property
     def tree(self) -> cKDTree:
@@ -118,6 +119,15 @@ class ScanSurface:
         within ``bound`` get distance inf and index 0 (a bounded search is much faster for far points)."""
         dist, idx = self.tree.query(query, distance_upper_bound=bound)
         return dist, np.minimum(idx, len(self.points) - 1)
+
+    def measured_points(self, limit: int) -> np.ndarray:
+        """Indices of the scan's own vertices off its open border, at most ``limit`` of them (a fixed
+        seed picks which on a denser scan): the points the scanner measured, as opposed to the
+        samples that interpolate its triangles."""
+        keep = np.flatnonzero(~self.border[: self.measured])
+        if len(keep) > limit:
+            keep = np.sort(np.random.default_rng(0).choice(keep, limit, replace=False))
+        return keep
 
     def subsample(self, count: int) -> np.ndarray:
         """``count`` sample indices drawn uniformly with a fixed seed (deterministic). Not a fixed
@@ -164,4 +174,4 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, cfg: ScanConfig | None 
     if margin > 0 and on_border.any():
         near, _ = cKDTree(verts[on_border]).query(points, distance_upper_bound=margin)
         border |= np.isfinite(near)
-    return ScanSurface(verts, faces, points, np.concatenate(normals), border, spacing, noise)
+    return ScanSurface(verts, faces, points, np.concatenate(normals), border, spacing, noise, int(used.sum()))
