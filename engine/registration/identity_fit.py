@@ -38,6 +38,7 @@ import numpy as np
 from engine.registration.config import IdentityFitConfig
 from engine.registration.correspond import Matches, MeasuredMatches, match, match_measured
 from engine.registration.rigid import Pose, rotation_from_vector
+from engine.registration.scan import boundary_vertices
 from engine.registration.template import Template
 
 FINAL_RADIUS_MM = 3.0
@@ -101,7 +102,10 @@ def fit_identity(template: Template, scan, pose: Pose, cfg: IdentityFitConfig,
     total = cfg.iterations if strong_only else 2 * cfg.iterations
     strong: IdentityFit | None = None
     kept: tuple[np.ndarray, Pose] | None = None
-    skin = template.fit[template.faces].all(1)  # the triangles a measured vertex may be matched to
+    # The triangles a measured vertex may be matched to: visible skin, not touching the model's open
+    # border, beyond which a scan goes on (scalp, neck) where the model has nothing to match it with.
+    edge = boundary_vertices(template.faces, template.vertex_count)
+    skin = template.fit[template.faces].all(1) & ~edge[template.faces].any(1)
     for it in range(total):
         radius = radii[min(it, len(radii) - 1)]
         prior = cfg.prior_start if it < cfg.iterations else priors[it - cfg.iterations]
