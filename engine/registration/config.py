@@ -54,6 +54,8 @@ class IdentityFitConfig:
     model_normals_noise_mm: float = 0.15  # on scans noisier than this, residuals along the model's normals
     measured_vertices: bool = True   # weak-prior steps: scan vertices -> model surface (not model -> scan triangles)
     measured_limit: int = 20_000     # at most this many scan vertices per step (a fixed seed picks them)
+    prior_from_noise: bool = True    # with measured vertices: relax to noise^2 / rows (MAP), not to ``prior``
+    prior_floor: float = 1e-6        # ... but not below this per-row weight (clean scans read ~0.07 mm)
 
 
 @dataclass

@@ -84,6 +84,15 @@ def joint_step(template: Template, m: Matches, pose: Pose, beta: np.ndarray, pri
     return rotation_from_vector(x[:3]), x[3:6], beta + x[6:]
 
 
+def relaxed_prior(cfg: IdentityFitConfig, noise_mm: float, rows: int, step: int) -> float:
+    """Per-row prior weight of relaxing step ``step``: geometric from ``prior_start`` to the MAP weight of
+    unit-variance coefficients under the scan's estimated vertex noise, noise^2 / rows (so the summed
+    prior is noise^2), held within [prior_floor, prior_start]."""
+    end = float(np.clip(noise_mm ** 2 / max(rows, 1), cfg.prior_floor, cfg.prior_start))
+    fraction = step / max(cfg.iterations - 1, 1)
+    return float(cfg.prior_start * (end / cfg.prior_start) ** fraction)
+
+
 def along_model_normals(m: Matches, verts: np.ndarray, normals: np.ndarray) -> Matches:
     """The matches with the model's own normals in place of the scan's (which noise tilts)."""
     plane = np.einsum("ij,ij->i", normals, verts - m.points)
@@ -122,6 +131,8 @@ def fit_identity(template: Template, scan, pose: Pose, cfg: IdentityFitConfig,
                                       cfg.min_normal_dot, cfg.measured_limit)
             if len(measured.scan_points) < 50:
                 measured = None  # too few measured vertices near the face: keep the model -> scan rows
+            elif cfg.prior_from_noise:
+                prior = relaxed_prior(cfg, scan.noise_mm, len(measured.scan_points), it - cfg.iterations)
         dR, dt, beta = joint_step(template, m, pose, beta, prior, measured)
         pose = Pose(dR @ pose.R, dR @ pose.t + dt)
         verts = template.shape(beta)
