@@ -16,8 +16,9 @@ class ScanConfig:
     sample_spacing_mm: float = 0.8   # dense samples on the triangles (closest points need no rtree)
     max_samples: int = 400_000       # cap for huge scans (the spacing grows instead)
     border_margin_mm: float = 0.0    # samples this close to the open border also count as border ...
-    border_margin_noise: float = 10.0  # ... plus this many times the scan's estimated vertex noise (mm):
-    # a noisy scan's ragged edges (eye openings, a crop) pulled the face ~1 mm along itself
+    border_margin_noise: float = 6.0  # ... plus this many times the scan's estimated vertex noise (mm):
+    # a noisy scan's ragged edges (eye openings, a crop) pulled the face ~1 mm along itself (10x before
+    # the fit used the measured vertices; 6x is better since: docs/registration.md, "Measured vertices")
 
 
 @dataclass
@@ -63,7 +64,7 @@ class RefineConfig:
     """Non-rigid refinement: per-vertex displacement along the normal with Laplacian smoothness."""
 
     iterations: int = 3
-    smoothness: float = 2.0          # weight of the membrane term sum_edges (d_i - d_j)^2
+    smoothness: float = 2.0          # weight of the membrane term sum_edges (d_i - d_j)^2 (grows with scan noise)
     anchor: float = 0.01             # pull towards the model fit where the scan says nothing
     max_distance_mm: float = 3.0
     max_displacement_mm: float = 6.0

@@ -14,7 +14,9 @@ inner lips, see ``template.py``) get no data term: the smoothness carries nearby
 little way into them and the anchor brings them back to the model fit. Three rounds re-match the
 moved surface. Displacements are clipped to ``max_displacement_mm``. On a noisy scan (estimated vertex
 noise above ``model_normals_noise_mm``, see ``scan.estimate_noise``) the residual is taken along the
-fitted face's own normal instead of the scan's, which the noise tilts.
+fitted face's own normal instead of the scan's, which the noise tilts, and the smoothness grows with the
+noise's variance (``noisy_smoothness``): at 0.5 mm of noise the membrane at the clean-scan weight followed
+the noise and left the face ~0.013 mm worse than the identity fit alone (docs/registration.md).
 """
 from __future__ import annotations
 
@@ -31,12 +33,18 @@ from engine.registration.template import Template
 EYE_ANCHOR = 1e3
 
 
+def noisy_smoothness(cfg: RefineConfig, noise_mm: float) -> float:
+    """The membrane weight for a scan with this estimated vertex noise: ``smoothness`` up to
+    ``model_normals_noise_mm``, then growing with the noise's variance (x11 at 0.5 mm)."""
+    return cfg.smoothness * max(1.0, (noise_mm / cfg.model_normals_noise_mm) ** 2)
+
+
 def refine(template: Template, scan: ScanSurface, pose: Pose, fitted: np.ndarray, cfg: RefineConfig) -> np.ndarray:
     """The fitted face (model frame) displaced along its normals towards the scan."""
     normals = template.normals(fitted)
     anchor = np.full(template.vertex_count, cfg.anchor)
     anchor[template.eyes] = EYE_ANCHOR
-    system = cfg.smoothness * template.laplacian + sp.diags(anchor)
+    system = noisy_smoothness(cfg, scan.noise_mm) * template.laplacian + sp.diags(anchor)
     d = np.zeros(template.vertex_count)
     for _ in range(cfg.iterations):
         verts = fitted + d[:, None] * normals

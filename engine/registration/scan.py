@@ -9,7 +9,7 @@ interpolated normal, a sample spacing of ~1 mm costs well under 0.1 mm of accura
 triangles that touch the scan's open border are flagged: a model vertex whose closest scan point is
 on the border is off the edge of a cropped scan, not on it. A noisy scan's edges are ragged, so the
 border grows with the estimated vertex noise (``estimate_noise``; ``ScanConfig.border_margin_noise``
-times it, 5 mm at 0.5 mm of noise): without that, the ragged rims of the eye openings and of a crop
+times it, 3 mm at 0.5 mm of noise): without that, the ragged rims of the eye openings and of a crop
 pulled the fitted face ~1 mm along itself.
 """
 from __future__ import annotations
