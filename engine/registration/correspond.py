@@ -6,8 +6,8 @@ a distance, not on the scan's open border (off the edge of a crop), and its norm
 vertex normal (so an inner lip does not match the outer lip in front of it).
 
 ``match_measured`` goes the other way: each of the scan's own vertices (where the scanner measured)
-to the nearest point of the model's surface, a fixed barycentric pattern on the model's visible
-triangles, so the point is a known blend of three model vertices and stays linear in the identity
+to the nearest point of the model's surface, a fixed barycentric pattern on the model's triangles
+(a match counts on visible skin away from the model's open border), so the point is a known blend of three model vertices and stays linear in the identity
 coefficients. Why both: a scan's triangles are chords between its vertices, and on a coarse scan
 they cut curved skin by a tenth of a millimetre or more (lips, nose, eyelids on a 2.5 mm grid).
 Matched model vertex -> scan triangle, that bias is a target the identity modes can follow by
