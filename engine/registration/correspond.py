@@ -23,7 +23,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from engine.registration.rigid import Pose
-from engine.registration.scan import ScanSurface
+from engine.registration.scan import ScanSurface, barycentric_grid
 
 
 @dataclass
@@ -71,11 +71,6 @@ class MeasuredMatches:
     weights: np.ndarray        # (M, 3) barycentric weights of the corners
 
 
-def _barycentric_pattern(level: int) -> np.ndarray:
-    return np.array([(i, j, level - i - j) for i in range(level + 1) for j in range(level + 1 - i)],
-                    np.float64) / level
-
-
 def match_measured(verts: np.ndarray, normals: np.ndarray, faces: np.ndarray, usable: np.ndarray,
                    scan: ScanSurface, pose: Pose, max_distance: float, min_normal_dot: float,
                    limit: int) -> MeasuredMatches:
@@ -85,7 +80,7 @@ def match_measured(verts: np.ndarray, normals: np.ndarray, faces: np.ndarray, us
     means visible skin away from the model's open border: a scan's eyeballs or inner lips then find
     the model's own and are left out, and its scalp or neck the border, instead of pulling the skin
     next to them (a whole-head scan 0.53 mm off with border triangles usable, 0.08 without)."""
-    bary = _barycentric_pattern(MODEL_SAMPLE_LEVEL)
+    bary = barycentric_grid(MODEL_SAMPLE_LEVEL)
     points = np.einsum("kc,tcd->tkd", bary, verts[faces]).reshape(-1, 3)
     along = np.einsum("kc,tcd->tkd", bary, normals[faces]).reshape(-1, 3)
     along /= np.maximum(np.linalg.norm(along, axis=1, keepdims=True), 1e-12)

@@ -40,7 +40,6 @@ import numpy as np
 from engine.registration.config import IdentityFitConfig
 from engine.registration.correspond import Matches, MeasuredMatches, match, match_measured
 from engine.registration.rigid import Pose, rotation_from_vector
-from engine.registration.scan import boundary_vertices
 from engine.registration.template import Template
 
 FINAL_RADIUS_MM = 3.0
@@ -113,23 +112,20 @@ def fit_identity(template: Template, scan, pose: Pose, cfg: IdentityFitConfig,
     total = cfg.iterations if strong_only else 2 * cfg.iterations
     strong: IdentityFit | None = None
     kept: tuple[np.ndarray, Pose] | None = None
-    # The triangles a measured vertex may be matched to: visible skin, not touching the model's open
-    # border, beyond which a scan goes on (scalp, neck) where the model has nothing to match it with.
-    edge = boundary_vertices(template.faces, template.vertex_count)
-    skin = template.fit[template.faces].all(1) & ~edge[template.faces].any(1)
     for it in range(total):
         radius = radii[min(it, len(radii) - 1)]
         prior = cfg.prior_start if it < cfg.iterations else priors[it - cfg.iterations]
-        m = match(verts, template.normals(verts), scan, pose, radius, cfg.min_normal_dot, template.fit)
+        normals = template.normals(verts)
+        m = match(verts, normals, scan, pose, radius, cfg.min_normal_dot, template.fit)
         if scan.noise_mm > cfg.model_normals_noise_mm:
-            m = along_model_normals(m, verts, template.normals(verts))
+            m = along_model_normals(m, verts, normals)
         if it == cfg.iterations:
             strong = IdentityFit(beta, pose, verts, m)
         if m.valid.sum() < 50:
             break
         measured = None
         if cfg.measured_vertices and it >= cfg.iterations:
-            measured = match_measured(verts, template.normals(verts), template.faces, skin, scan, pose, radius,
+            measured = match_measured(verts, normals, template.faces, template.measured_faces, scan, pose, radius,
                                       cfg.min_normal_dot, cfg.measured_limit)
             if len(measured.scan_points) < 50:
                 measured = None  # too few measured vertices near the face: keep the model -> scan rows

@@ -124,17 +124,26 @@ class ScanSurface:
         """Indices of the scan's own vertices off its open border, at most ``limit`` of them (a fixed
         seed picks which on a denser scan): the points the scanner measured, as opposed to the
         samples that interpolate its triangles."""
-        keep = np.flatnonzero(~self.border[: self.measured])
-        if len(keep) > limit:
-            keep = np.sort(np.random.default_rng(0).choice(keep, limit, replace=False))
-        return keep
+        return _fixed_pick(np.flatnonzero(~self.border[: self.measured]), limit)
 
     def subsample(self, count: int) -> np.ndarray:
         """``count`` sample indices drawn uniformly with a fixed seed (deterministic). Not a fixed
         stride: scan files often list vertices in grid order, and a stride then aliases into stripes."""
-        if count >= len(self.points):
-            return np.arange(len(self.points))
-        return np.sort(np.random.default_rng(0).choice(len(self.points), count, replace=False))
+        return _fixed_pick(np.arange(len(self.points)), count)
+
+
+def _fixed_pick(indices: np.ndarray, count: int) -> np.ndarray:
+    """``indices`` when there are at most ``count``, else ``count`` of them drawn with a fixed seed, sorted."""
+    if len(indices) <= count:
+        return indices
+    return np.sort(np.random.default_rng(0).choice(indices, count, replace=False))
+
+
+def barycentric_grid(level: int, corners: bool = True) -> np.ndarray:
+    """(K, 3) barycentric weights of a triangle's points ``level`` steps per edge apart; without
+    ``corners`` the three vertices themselves are left out."""
+    return np.array([(i, j, level - i - j) for i in range(level + 1) for j in range(level + 1 - i)
+                     if corners or max(i, j, level - i - j) < level], np.float64) / level
 
 
 def sample_surface(verts: np.ndarray, faces: np.ndarray, cfg: ScanConfig | None = None) -> ScanSurface:
@@ -161,8 +170,7 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, cfg: ScanConfig | None 
         sel = np.flatnonzero(levels == level)
         if not len(sel):
             continue
-        bary = np.array([(i, j, level - i - j) for i in range(level + 1) for j in range(level + 1 - i)
-                         if max(i, j, level - i - j) < level], np.float64) / level
+        bary = barycentric_grid(level, corners=False)
         f = faces[sel]
         points.append(np.einsum("kc,tcd->tkd", bary, verts[f]).reshape(-1, 3))
         n = np.einsum("kc,tcd->tkd", bary, vn[f]).reshape(-1, 3)

@@ -9,6 +9,9 @@ G was trained on. Two masks decide what the scan may move:
   (the inner lips and mouth corners, nostril and eyelid linings), which a scan of a closed mouth
   cannot see; those vertices are kept from the model fit.
 - ``eyes``: the cornea caps, which follow the identity fit only.
+- ``measured_faces``: the triangles a measured scan vertex may be matched to (``correspond.match_measured``):
+  visible skin not touching the model's open border, beyond which a scan goes on (scalp, neck) where
+  the model has nothing to match it with.
 
 ``head`` (the kit's whole outer skin: face, scalp, ears, neck) is a second alignment template for
 scans of a whole head, whose centre lies far behind the face's.
@@ -22,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from engine.facemodel import FaceModel, _subset_faces, load_face_model
-from engine.registration.scan import vertex_normals
+from engine.registration.scan import boundary_vertices, vertex_normals
 
 BACK_FACING_Z = -0.05
 HEAD_RANGES = ("face", "head_neck")
@@ -46,6 +49,7 @@ class Template:
     kit_index: np.ndarray     # (V,) into the full kit
     head: np.ndarray          # (H, 3) mean outer skin of the whole head (face, scalp, neck), for alignment
     head_normals: np.ndarray  # (H, 3)
+    measured_faces: np.ndarray  # (F,) bool, see the module docstring
 
     @property
     def vertex_count(self) -> int:
@@ -84,6 +88,7 @@ def build_template(model: FaceModel) -> Template:
         eyes[[kit_pos[int(k)] for k in model.cornea(side)]] = True
     normals = vertex_normals(mean, faces)
     fit = ~eyes & (normals[:, 2] > BACK_FACING_Z)
+    measured_faces = fit[faces].all(1) & ~boundary_vertices(faces, len(kit))[faces].any(1)
     landmarks = np.array([kit_pos[int(k)] for k in model.landmarks68], np.int64)
     modes = model.identity_modes[:, kit].astype(np.float64)
     head_index = np.concatenate([model.vertex_range(n) for n in HEAD_RANGES])
@@ -91,7 +96,8 @@ def build_template(model: FaceModel) -> Template:
     head_faces = _subset_faces(model.faces, head_index, model.vertex_count).astype(np.int64)
     head_normals = vertex_normals(head, head_faces)
     return Template(mean, modes, np.ascontiguousarray(modes.transpose(1, 2, 0)), faces, topo.uvs, fit, eyes,
-                    landmarks, graph_laplacian(faces, len(kit)), topo.name, topo.hash, kit, head, head_normals)
+                    landmarks, graph_laplacian(faces, len(kit)), topo.name, topo.hash, kit, head, head_normals,
+                    measured_faces)
 
 
 @lru_cache(maxsize=1)
