@@ -168,6 +168,47 @@ def test_hmc_views_show_frames_states_and_roi(qtbot):
 
 
 @gui
+def test_three_new_camera_frames_cost_one_window_repaint(qtbot):
+    """The three cameras share one graphics scene. A QGraphicsScene repaints its window as soon as
+    it has processed its changes, so with a scene per camera every frame repainted (and sent to
+    the X server) the window three times."""
+    from PySide6.QtCore import QEvent, QObject
+
+    from widgets.hmc_views import HMCViews
+
+    class Counter(QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.repaints = 0
+
+        def eventFilter(self, obj, event) -> bool:
+            if event.type() == QEvent.Type.UpdateRequest:
+                self.repaints += 1
+            return False
+
+    views = HMCViews()
+    qtbot.addWidget(views)
+    views.resize(600, 200)
+    views.show()
+    qtbot.waitExposed(views)
+    counter = Counter()
+    views.window().installEventFilter(counter)
+    rng = np.random.default_rng(2)
+    views.set_frames(rng.integers(0, 256, (3, 40, 48), dtype=np.uint8))  # the first sizes the boxes
+    counts = []
+    for _ in range(3):
+        settle(qtbot, 50)
+        counter.repaints = 0
+        views.set_frames(rng.integers(0, 256, (3, 40, 48), dtype=np.uint8))
+        qtbot.waitUntil(lambda: counter.repaints > 0, timeout=10_000)
+        settle(qtbot, 100)  # time for any further repaint of the same frame
+        counts.append(counter.repaints)
+    assert counts == [1, 1, 1]
+    assert len({round(view.geometry().width()) for view in (views.view_box(c) for c in range(3))}) == 1, \
+        "the cameras' panels are not equally wide"
+
+
+@gui
 def test_hmc_views_pass_frames_through_unscaled(qtbot):
     """A dim, low-contrast frame is shown as its own gray values (no level stretch), through the
     pass-through Grayscale8 image, not pyqtgraph's per-render colour-table path."""

@@ -2,7 +2,8 @@
 
 Shared by the 3D viewer and the retargeting grid so both draw faces the same way and
 both use the cheap per-frame path: the topology (faces, UVs, texture coordinates) is
-set once, and each frame only replaces vertex positions (and colours in error mode).
+set once, and each frame only replaces vertex positions (and colours in error mode). The
+triangles are drawn in a vertex-cache-friendly order (widgets/triangle_order.py).
 
 Everything here goes through vispy's extension points, not its internals:
 - ``StreamingMeshVisual`` is a ``Visual`` subclass (vispy's documented recipe: shader code plus
@@ -35,6 +36,7 @@ from vispy.visuals.filters import Filter, WireframeFilter
 from vispy.visuals.shaders import Function, Varying
 
 from widgets.headlight_shading import HeadlightShading
+from widgets.triangle_order import cache_friendly_order
 
 MODES: tuple[str, ...] = ("shaded", "textured", "wireframe", "error")
 SKIN_RGBA = (0.82, 0.70, 0.62, 1.0)
@@ -292,6 +294,7 @@ class FaceMesh:
         if faces.ndim != 2 or faces.shape[1] != 3:
             raise ValueError(f"faces must be (F, 3), got {faces.shape}")
         n = int(faces.max()) + 1 if faces.size else 0
+        faces = cache_friendly_order(faces)  # the same triangles, fewer vertex-shader runs
         if uvs is not None:
             uvs = np.asarray(uvs, dtype=np.float32)
             if uvs.ndim != 2 or uvs.shape[1] != 2 or len(uvs) < n:

@@ -6,6 +6,11 @@ would send every frame through pyqtgraph's Indexed8 path, which builds a 256-ent
 in Python on each render (~0.15 ms a camera, 8x the pass-through; `benchmarks/studio_fps.py`). Each panel carries a state badge
 ("live", "no signal", ...) and an optional crop ROI the user can drag; ROI edits leave
 as ``roi_changed(cam, (x, y, w, h))`` in image pixels (x = column, y = row).
+
+The three cameras are three ViewBoxes in ONE pyqtgraph scene (equal column stretch keeps them
+equally wide). A QGraphicsScene repaints its window as soon as it has processed its changes, so
+with one scene per camera each frame repainted the studio window three times (three
+UpdateRequests, three pushes to the X server); one scene repaints it once.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ CAMERA_NAMES: tuple[str, str, str] = ("Left eye", "Right eye", "Mouth")
 OK_COLOR, BAD_COLOR = (90, 220, 120), (255, 90, 80)
 BADGE_FILL = (0, 0, 0, 160)
 BACKGROUND = (24, 25, 28)
+PANEL_SPACING = 4
 Roi = tuple[int, int, int, int]
 
 
@@ -37,20 +43,31 @@ class HMCViews(QWidget):
         self._shapes: list[tuple[int, ...]] = [(), (), ()]
         self._roi_visible = False
         self._updating_roi = False
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(4)
+        titles = QHBoxLayout()
+        titles.setContentsMargins(0, 0, 0, 0)
+        titles.setSpacing(PANEL_SPACING)
+        self._graphics = pg.GraphicsLayoutWidget()
+        self._graphics.setBackground(BACKGROUND)
+        self._graphics.ci.setContentsMargins(2, 2, 2, 2)
+        self._graphics.ci.setSpacing(PANEL_SPACING)
         for cam, name in enumerate(CAMERA_NAMES):
-            layout.addWidget(self._make_panel(cam, name), stretch=1)
+            title = QLabel(name)
+            title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            titles.addWidget(title, stretch=1)
+            self._add_camera(cam)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addLayout(titles)
+        column.addWidget(self._graphics, stretch=1)
         self.setMinimumSize(360, 140)
 
-    def _make_panel(self, cam: int, name: str) -> QWidget:
-        """Title above a one-ViewBox graphics view (separate views keep equal widths)."""
-        graphics = pg.GraphicsLayoutWidget()
-        graphics.setBackground(BACKGROUND)
-        graphics.ci.setContentsMargins(2, 2, 2, 2)
-        view = graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
-                                   enableMouse=False, enableMenu=False)
+    def _add_camera(self, cam: int) -> None:
+        """One locked-aspect ViewBox per camera, side by side in the one graphics scene, the
+        columns stretched equally (equal widths whatever the images' sizes)."""
+        view = self._graphics.addViewBox(row=0, col=cam, lockAspect=True, invertY=True,
+                                         enableMouse=False, enableMenu=False)
+        self._graphics.ci.layout.setColumnStretchFactor(cam, 1)
         image = pg.ImageItem(axisOrder="row-major", levels=None)
         view.addItem(image)
         badge = pg.TextItem("no signal", color=BAD_COLOR, fill=BADGE_FILL, anchor=(0, 0))
@@ -65,15 +82,6 @@ class HMCViews(QWidget):
         self._images.append(image)
         self._badges.append(badge)
         self._rois.append(roi)
-        title = QLabel(name)
-        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        panel = QWidget()
-        column = QVBoxLayout(panel)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.setSpacing(2)
-        column.addWidget(title)
-        column.addWidget(graphics, stretch=1)
-        return panel
 
     # -- frames -----------------------------------------------------------------------
     def set_frames(self, frames: np.ndarray | Sequence[np.ndarray | None]) -> None:

@@ -1,8 +1,8 @@
 """The 3D viewer: the driven face, optionally its ground truth beside it, and an error map.
 
-One vispy SceneCanvas holds a grid: titles on top, the driven view and (when given) the
-ground-truth view side by side with linked turntable cameras, and a colour bar in mm
-shown in error mode. Everything the user sees is inside the canvas, so ``grab_image``
+One vispy SceneCanvas holds a grid: titles on top (drawn by one Captions node,
+widgets/captions.py), the driven view and (when given) the ground-truth view side by side with
+linked turntable cameras, and a colour bar in mm shown in error mode. Everything the user sees is inside the canvas, so ``grab_image``
 (an offscreen render) is a faithful screenshot for reports and exports.
 
 Coordinates are millimetres, the face looks along +z with y up; ``reset_camera`` puts
@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from vispy import scene
 from vispy.color import Colormap
 
+from widgets.captions import Captions, CaptionSlot
 from widgets.colormap import DEFAULT_COLORMAP, apply_colormap, colormap_lut
 from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight, make_front_camera
 from widgets.face_mesh import MODES, FaceMesh
@@ -42,11 +43,12 @@ class MeshViewer(QWidget):
 
         self.canvas, self.canvas_widget = make_canvas(BACKGROUND)  # offscreen where GL is software
         self._grid: scene.widgets.Grid | None = None
-        self._title = StillLabel("Driven", color=TITLE_COLOR, font_size=10)
-        self._gt_title = StillLabel("Ground truth", color=TITLE_COLOR, font_size=10)
-        self._bar_title = StillLabel("error (mm)", color=TITLE_COLOR, font_size=9)
-        for label in (self._title, self._gt_title, self._bar_title):
-            label.height_max = 26
+        self._title = CaptionSlot("Driven", height_max=26)
+        self._gt_title = CaptionSlot("Ground truth", height_max=26)
+        self._captions = Captions(self.canvas.central_widget, (self._title, self._gt_title),
+                                  color=TITLE_COLOR, font_size=10)
+        self._bar_title = StillLabel("error (mm)", color=TITLE_COLOR, font_size=9)  # error mode only
+        self._bar_title.height_max = 26
         self._view = scene.ViewBox(camera=make_front_camera())
         self._gt_view = scene.ViewBox(camera=make_front_camera())
         self._gt_view.camera.link(self._view.camera)
@@ -110,6 +112,12 @@ class MeshViewer(QWidget):
     def set_titles(self, driven: str = "Driven", ground_truth: str = "Ground truth") -> None:
         """Captions above the two views (e.g. subject names)."""
         self._title.text, self._gt_title.text = driven, ground_truth
+        self.canvas.update()
+
+    @property
+    def titles(self) -> tuple[str, str]:
+        """The captions above the driven and the ground-truth view."""
+        return self._title.text, self._gt_title.text
 
     # -- display ------------------------------------------------------------------------
     @property

@@ -38,6 +38,7 @@ from vispy.util import keys
 from widgets.face_camera import VISUAL_APP
 
 MODE_ENV = "MIA_STUDIO_CANVAS"
+GL_RGBA8, GL_DEPTH_COMPONENT24 = 0x8058, 0x81A6  # sized formats (vispy's names are unsized)
 _BUTTONS = {Qt.MouseButton.LeftButton: 1, Qt.MouseButton.RightButton: 2, Qt.MouseButton.MiddleButton: 3}
 _MODIFIERS = ((Qt.KeyboardModifier.ShiftModifier, keys.SHIFT), (Qt.KeyboardModifier.ControlModifier, keys.CONTROL),
               (Qt.KeyboardModifier.AltModifier, keys.ALT), (Qt.KeyboardModifier.MetaModifier, keys.META))
@@ -133,6 +134,7 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
         self._repaint_requested = False
         self._submitted = False  # the pbuffer holds (or is being filled with) the current scene
         self._busy = False  # drawing or rendering
+        self._fbo: gloo.FrameBuffer | None = None  # see _target
         super().__init__(*args, **kwargs)
 
     def update(self, node: Any = None) -> None:
@@ -145,12 +147,24 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
         self._repaint_requested = True
         self.on_update()
 
+    def _target(self) -> gloo.FrameBuffer:
+        """The framebuffer the scene is drawn into: colour plus a 24-bit depth buffer, at the canvas
+        size. vispy's EGL pbuffer has no depth buffer at all (GL_DEPTH_BITS 0), so drawn straight
+        into it every face was painted in triangle order: from the side the far cheek covered the
+        near one, and the nostrils and eyelids showed through from the front."""
+        h, w = int(self.physical_size[1]), int(self.physical_size[0])
+        if self._fbo is None or self._fbo.color_buffer.shape[:2] != (h, w):
+            self._fbo = gloo.FrameBuffer(color=gloo.RenderBuffer((h, w), format=GL_RGBA8),
+                                         depth=gloo.RenderBuffer((h, w), format=GL_DEPTH_COMPONENT24))
+        return self._fbo
+
     def submit(self) -> None:
-        """Draw the scene into the pbuffer without waiting for the pixels (see the class docstring)."""
+        """Draw the scene into the framebuffer without waiting for the pixels (see the class docstring)."""
         self._busy = True
         try:
             self.set_current()
-            self.events.draw(region=None)
+            with self._target():  # the canvas's size: its transforms and viewport hold as they are
+                self.events.draw(region=None)
             gloo.flush()
             self._submitted = True
         finally:
@@ -163,9 +177,11 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
         self._busy = True
         try:
             self.set_current()
-            if not self._submitted:
-                self.events.draw(region=None)
-            return gloo.read_pixels(alpha=False)
+            target = self._target()
+            with target:
+                if not self._submitted:
+                    self.events.draw(region=None)
+                return target.read(alpha=False)
         finally:
             self._busy = self._repaint_requested = self._submitted = False
             release_context()

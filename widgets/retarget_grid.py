@@ -21,12 +21,12 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QListWidget, QListWidgetI
                                QVBoxLayout, QWidget)
 from vispy import scene
 
+from widgets.captions import Captions, CaptionSlot
 from widgets.display_lod import coarse_faces
 from widgets.face_camera import BACKGROUND, TITLE_COLOR, frame_camera, headlight, make_front_camera
 from widgets.face_mesh import FaceMesh, face_to_vertex, smooth_vertex_normals
 from widgets.offscreen_canvas import make_canvas
 from widgets.stable_grid import StableGrid
-from widgets.still_label import StillLabel
 
 MeshAndTexture = tuple[np.ndarray, np.ndarray | None]
 COARSE_ROUNDS = 4  # rounds of display_lod.coarse_faces: ~51 % of the kit's 14,606 triangles
@@ -34,11 +34,11 @@ COARSE_MIN_FACES = 2000  # smaller meshes are drawn as they are
 
 
 class _SubjectView:
-    """One grid cell: a title, a view box and the subject's face mesh."""
+    """One grid cell: a title's place (the canvas's Captions draw it), a view box and the subject's
+    face mesh."""
 
     def __init__(self, name: str, faces: np.ndarray | None, uvs: np.ndarray | None) -> None:
-        self.title = StillLabel(name, color=TITLE_COLOR, font_size=9)
-        self.title.height_max = 22
+        self.title = CaptionSlot(name, height_max=22)
         self.view = scene.ViewBox()
         self.mesh = FaceMesh(self.view.scene)
         if faces is not None:
@@ -72,6 +72,7 @@ class RetargetGrid(QWidget):
         self.textured_check.toggled.connect(self._on_textured)
         self.canvas, self.canvas_widget = make_canvas(BACKGROUND)  # offscreen where GL is software
         self._grid: scene.widgets.Grid | None = None
+        self._captions = Captions(self.canvas.central_widget, color=TITLE_COLOR, font_size=9)
         self._faces: np.ndarray | None = None
         self._uvs: np.ndarray | None = None
         self._shown_faces: np.ndarray | None = None  # what the cells draw: _faces or a coarser set
@@ -250,6 +251,7 @@ class RetargetGrid(QWidget):
                 leader = cell.view.camera
             else:
                 cell.view.camera.link(leader)
+        self._captions.set_slots(self._cells[name].title for name in self._shown)
         self._needs_framing = True
         self.reset_camera()
         self.canvas.update()
