@@ -64,12 +64,13 @@ class MainWindow(QMainWindow):
                                           averaging=paths.default_averaging(), mirror=paths.default_mirror())
         self._standing_model = ""
         self._standing_source = ""
+        self._dock_on_screen: dict[QDockWidget, bool] = {}  # see on_screen
         self._build_views()
         self._build_docks()
         self.status = StudioStatusBar()
         self.setStatusBar(self.status)
         self.presenter = FramePresenter(self.hmc, self.viewer, self.error_plots, self.summary, self.retarget,
-                                        self.latency, self.playback)
+                                        self.latency, self.playback, shown=self.on_screen)
         self.studio_actions = StudioActions(self)  # not ``actions``: that is QWidget.actions()
         self._build_menus()
         self._load_topology()
@@ -100,8 +101,23 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock_{title.lower().replace(' ', '_')}")
         dock.setWidget(widget)
+        self._dock_on_screen[dock] = True
+        dock.visibilityChanged.connect(lambda shown, d=dock: self._dock_on_screen.__setitem__(d, shown))
         self.addDockWidget(area, dock)
         return dock
+
+    def on_screen(self, widget: QWidget) -> bool:
+        """The widget can be seen: shown, and not in a dock tabbed behind another one. Qt keeps a
+        dock behind a tab isVisible() (it only moves it off the window) and says so through the
+        dock's visibilityChanged, which is tracked here from the dock's creation on."""
+        if not widget.isVisible():
+            return False
+        node: QWidget | None = widget
+        while node is not None:
+            if isinstance(node, QDockWidget) and not self._dock_on_screen.get(node, True):
+                return False
+            node = node.parentWidget()
+        return True
 
     def _build_docks(self) -> None:
         self.source_panel = SourcePanel()
@@ -540,7 +556,7 @@ class MainWindow(QMainWindow):
         if event.type() == QEvent.Type.UpdateRequest:
             for view in (getattr(self, "viewer", None), getattr(self, "retarget", None)):  # None while built
                 submit = getattr(getattr(view, "canvas_widget", None), "submit", None)  # offscreen canvases only
-                if submit is not None:
+                if submit is not None and self.on_screen(view):  # not a grid in a dock behind a tab
                     submit()
         return super().event(event)
 

@@ -3,15 +3,17 @@
 Only the GUI thread calls it, once per frame the worker delivered. The feeds, the avatar and the
 retargeting grid change every frame; the plots (error curves, frame marker, latency, summary
 table) are redrawn four times a second, because on a software-GL machine replotting costs more
-than the frame itself. Views the user cannot see (a closed dock, or one tabbed behind another)
-are not updated at all; ``show_hidden`` catches them up when they appear again.
+than the frame itself. Views the user cannot see (a closed dock, or one tabbed behind another,
+which Qt still reports isVisible(): ``shown`` is the window's on-screen test) are not updated
+at all; ``show_hidden`` catches them up when they appear again.
 """
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from PySide6.QtWidgets import QWidget
 
 from app.worker_protocol import FrameBundle
 from app.session import ErrorHistory
@@ -31,8 +33,10 @@ class FramePresenter:
     """Updates the window's views from bundles (and remembers what it last showed)."""
 
     def __init__(self, hmc: HMCViews, viewer: MeshViewer, plots: ErrorPlots, table: SummaryTable,
-                 grid: RetargetGrid, latency: LatencyPlot, playback: PlaybackBar) -> None:
+                 grid: RetargetGrid, latency: LatencyPlot, playback: PlaybackBar,
+                 shown: Callable[[QWidget], bool] = QWidget.isVisible) -> None:
         self.hmc, self.viewer, self.plots, self.table = hmc, viewer, plots, table
+        self.shown = shown
         self.grid, self.latency, self.playback = grid, latency, playback
         self.error_scale_mm = 5.0
         self.show_ground_truth = True
@@ -81,7 +85,7 @@ class FramePresenter:
                 self.viewer.set_ground_truth(gt, bundle.normals.get("ground_truth"))
             if self.viewer.mode == "error":
                 self.viewer.set_error(bundle.vertex_error, self.error_scale_mm)
-        if bundle.targets and self.grid.isVisible():
+        if bundle.targets and self.shown(self.grid):
             self.grid.set_meshes(bundle.targets, bundle.target_normals)
         if not bundle.live:
             self.playback.set_frame(bundle.index)
@@ -93,16 +97,16 @@ class FramePresenter:
 
     def show_hidden(self, errors: ErrorHistory) -> None:
         """Bring views that were hidden (and so skipped) up to date with the last frame."""
-        if self.last is not None and self.last.targets and self.grid.isVisible():
+        if self.last is not None and self.last.targets and self.shown(self.grid):
             self.grid.set_meshes(self.last.targets, self.last.target_normals)
         self.refresh_plots(errors)
 
     def refresh_plots(self, errors: ErrorHistory) -> None:
         """Redraw the error curves, frame marker, latency and the summary table (those that are shown)."""
         self._last_plot = time.perf_counter()
-        if self.latency.isVisible():
+        if self.shown(self.latency):
             self.latency.redraw()
-        if not (self.plots.isVisible() or self.table.isVisible()):
+        if not (self.shown(self.plots) or self.shown(self.table)):
             return
         if self.last is not None:
             self.plots.set_current_frame(self.last.index)

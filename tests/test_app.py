@@ -424,6 +424,20 @@ def test_retarget_subjects_shape_only_and_textured(qtbot, window, sample, tmp_pa
     assert viewer_foreground(picture) > 0.03
     assert window.settings.targets() == ["id001", "id002"]
 
+    # tabbed behind the Output panel the grid is still isVisible() for Qt, but it is not drawn
+    draws: list[int] = []
+    grid.canvas.events.draw.connect(lambda _e: draws.append(1))
+    window.docks["output"].raise_()
+    qtbot.waitUntil(lambda: not window.on_screen(grid), timeout=WAIT_MS)
+    assert grid.isVisible()
+    qtbot.wait(200)
+    draws.clear()
+    shown = len(frames.bundles)
+    qtbot.waitUntil(lambda: len(frames.bundles) >= shown + 10, timeout=WAIT_MS)  # the studio plays on
+    assert draws == [], "a grid behind a tab was drawn"
+    window.docks["retarget"].raise_()  # in front again: drawn (and caught up) at once
+    qtbot.waitUntil(lambda: window.on_screen(grid) and len(draws) > 0, timeout=WAIT_MS)
+
 
 # --------------------------------------------------------------------------- export and tools
 def wait_dialog(qtbot, dialog) -> None:
