@@ -266,7 +266,7 @@ class MainWindow(QMainWindow):
         for name in ("retarget", "errors", "latency"):  # hidden views are skipped; catch up when shown
             self.docks[name].visibilityChanged.connect(self._on_dock_shown)
         self.playback.loop_check.setChecked(True)
-        self.outputs = OutputController(s, self.output_panel, self.settings.qsettings)
+        self.outputs = OutputController(s, self.output_panel, self.settings.qsettings, shown=self.on_screen)
 
     # ----- settings
     def _restore_settings(self) -> None:

@@ -10,9 +10,10 @@ weights and statistics into the panel, so a fast stream costs the GUI nothing pe
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QSettings, QTimer
+from PySide6.QtWidgets import QWidget
 
 from app.logs import LOG
 from engine.output.arkit import ARKIT_NAMES
@@ -71,9 +72,11 @@ class OutputProfiles:
 class OutputController(QObject):
     """Session frames -> OutputStreamer; panel edits -> settings; streamer stats -> panel."""
 
-    def __init__(self, session: Any, panel: OutputPanel, qsettings: QSettings) -> None:
+    def __init__(self, session: Any, panel: OutputPanel, qsettings: QSettings,
+                 shown: Callable[[QWidget], bool] | None = None) -> None:
         super().__init__()
         self.session, self.panel = session, panel
+        self._shown = shown or (lambda w: w.isVisible() and not w.visibleRegion().isEmpty())
         self.profiles = OutputProfiles(qsettings)
         self.profile = self.profiles.current()
         self.config = self.profiles.load(self.profile)
@@ -174,8 +177,9 @@ class OutputController(QObject):
     def panel_shown(self) -> bool:
         """The panel is on screen. A dock behind another tab still says isVisible() (Qt only covers
         it), which made the studio fit weights for hidden meters with every output off: ~10-20 ms
-        of CPU a frame on the output thread, taken from inference and drawing on 2 cores."""
-        return self.panel.isVisible() and not self.panel.visibleRegion().isEmpty()
+        of CPU a frame on the output thread, taken from inference and drawing on 2 cores. ``shown``
+        is the window's on-screen test (MainWindow.on_screen)."""
+        return self._shown(self.panel)
 
     def refresh(self) -> None:
         raw, sent, stats = self.streamer.latest()
