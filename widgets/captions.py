@@ -27,11 +27,21 @@ class CaptionSlot(scene.Widget):
     def __init__(self, text: str, height_max: float | None = None) -> None:
         super().__init__()
         self.unfreeze()
-        self.text = text
+        self._text = str(text)
         self.freeze()
         if height_max is not None:
             self.height_max = height_max
         self.visible = False  # the canvas skips it; grids lay out hidden children all the same
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @text.setter
+    def text(self, text: str) -> None:
+        if str(text) != self._text:
+            self._text = str(text)
+            self.update()  # the canvas draws again; Captions picks the new text up as it draws
 
 
 class CaptionsVisual(StillTextVisual):
