@@ -2,8 +2,9 @@
 
 One vispy SceneCanvas holds a grid: titles on top (drawn by one Captions node,
 widgets/captions.py), the driven view and (when given) the ground-truth view side by side with
-linked turntable cameras, and a colour bar in mm shown in error mode. Everything the user sees is inside the canvas, so ``grab_image``
-(an offscreen render) is a faithful screenshot for reports and exports.
+linked turntable cameras, and a colour bar in mm shown in error mode. Everything the user sees
+is inside the canvas, so ``grab_image`` (an offscreen render) is a faithful screenshot for
+reports and exports.
 
 Coordinates are millimetres, the face looks along +z with y up; ``reset_camera`` puts
 the camera in front of the face. Data in: numpy arrays. Out: ``render_ms`` per draw.
@@ -112,12 +113,6 @@ class MeshViewer(QWidget):
     def set_titles(self, driven: str = "Driven", ground_truth: str = "Ground truth") -> None:
         """Captions above the two views (e.g. subject names)."""
         self._title.text, self._gt_title.text = driven, ground_truth
-        self.canvas.update()
-
-    @property
-    def titles(self) -> tuple[str, str]:
-        """The captions above the driven and the ground-truth view."""
-        return self._title.text, self._gt_title.text
 
     # -- display ------------------------------------------------------------------------
     @property

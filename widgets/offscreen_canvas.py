@@ -1,10 +1,11 @@
-"""A vispy SceneCanvas drawn offscreen (EGL pbuffer) and shown as an image in a plain QWidget.
+"""A vispy SceneCanvas drawn offscreen (EGL) and shown as an image in a plain QWidget.
 
 Why: a QOpenGLWidget makes Qt compose the whole top-level window through OpenGL on every
 repaint. With software GL (Mesa llvmpipe, e.g. under Xvfb on a 2-core machine) that composition
 of a 1500x950 window costs more than drawing the faces (about 25 ms a frame, paid again whenever
 a camera feed or a label changes), which caps the studio near 10 fps. Drawing the scene into a
-pbuffer and painting its pixels keeps the window on Qt's raster path, where only the changed
+framebuffer object (colour and a 24-bit depth buffer: vispy's EGL pbuffer has no depth buffer)
+and painting its pixels keeps the window on Qt's raster path, where only the changed
 rectangles go to the X server: the window's own cost drops to a few ms.
 
 ``make_canvas(bgcolor)`` returns ``(canvas, widget)``; put ``widget`` in a layout and use
@@ -120,7 +121,7 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
     ``update()`` (what every scene change calls) keeps SceneCanvas's own bookkeeping and then asks
     ``on_update`` (the widget schedules a Qt repaint) once per drawn frame; requests made while the
     scene is being drawn are ignored, as SceneCanvas does. ``draw_pixels()`` draws the scene into
-    the pbuffer and reads it back; it and ``render()`` release the EGL context afterwards.
+    its framebuffer (``_target``) and reads it back; it and ``render()`` release the EGL context afterwards.
 
     ``submit()`` draws the scene now and only flushes: with Mesa's llvmpipe the rasteriser threads
     then fill the pixels while the GUI thread goes on (updating and painting the 2-D widgets), and
@@ -132,7 +133,7 @@ class OffscreenSceneCanvas(scene.SceneCanvas):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.on_update: Callable[[], None] | None = None
         self._repaint_requested = False
-        self._submitted = False  # the pbuffer holds (or is being filled with) the current scene
+        self._submitted = False  # the framebuffer holds (or is being filled with) the current scene
         self._busy = False  # drawing or rendering
         self._fbo: gloo.FrameBuffer | None = None  # see _target
         super().__init__(*args, **kwargs)
