@@ -4,7 +4,7 @@ Why: with Mesa's llvmpipe the vertex shader runs on the thread that calls ``glDr
 GUI thread), and Mesa's draw module reuses a shaded vertex only from a small cache (as modelled
 here: segments of about a thousand indices, a vertex reused while no other of the same index
 modulo 256 came in between). In that model the face model's triangles, in file order, shade about
-1.0 vertices per triangle; in the order below about 0.63. Measured, it took ~0.5 ms of GUI CPU off
+1.0 vertices per triangle; in the order below about 0.63. Measured, it took 0.3-0.6 ms of GUI CPU off
 each drawn frame of the 3D viewer (two faces; `docs/studio_speed.md`). The order is Tipsify
 (Sander, Nehab and Barczak, "Fast Triangle Reordering for Vertex Locality and Reduced Overdraw",
 SIGGRAPH 2007): walk the mesh fan by fan, always continuing from a recently used vertex that
