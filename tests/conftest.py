@@ -100,3 +100,12 @@ def oscdump(tmp_path):
     from osc_receiver import run_oscdump
     with run_oscdump(tmp_path) as receiver:
         yield receiver
+
+
+@pytest.fixture
+def viewer(qtbot):
+    """The 3D viewer (MeshViewer), shown at 800x450: the widget and view-drawing tests' canvas."""
+    from on_screen import show_widget
+    from widgets.mesh_viewer import MeshViewer
+
+    return show_widget(qtbot, MeshViewer(), 800, 450)

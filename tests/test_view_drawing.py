@@ -19,18 +19,6 @@ def _live_pixels(viewer) -> np.ndarray:
     return np.asarray(viewer.canvas.draw_pixels()).astype(int)
 
 
-@pytest.fixture
-def viewer(qtbot):
-    from widgets.mesh_viewer import MeshViewer
-
-    w = MeshViewer()
-    qtbot.addWidget(w)
-    w.resize(480, 360)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
-
-
 # -- depth -----------------------------------------------------------------------------------
 @gui
 @opengl
@@ -179,17 +167,12 @@ def test_captions_draw_like_one_label_per_slot_in_one_draw(qtbot, monkeypatch):
 def test_retarget_grid_captions_every_cell_with_one_text_draw(qtbot, monkeypatch):
     from vispy.visuals import TextVisual
 
-    from tests.test_widgets import dome_mesh, foreground
-    from widgets.retarget_grid import RetargetGrid
+    from tests.test_widgets import dome_mesh, foreground, shown_retarget_grid
 
     drawn = []
     original = TextVisual._prepare_draw
     monkeypatch.setattr(TextVisual, "_prepare_draw", lambda self, view: drawn.append(self.text) or original(self, view))
-    grid = RetargetGrid()
-    qtbot.addWidget(grid)
-    grid.resize(900, 600)
-    grid.show()
-    qtbot.waitExposed(grid)
+    grid = shown_retarget_grid(qtbot)
     vertices, faces, uvs = dome_mesh()
     grid.set_topology(faces, uvs)
     names = ["ann", "bob", "cyd", "dee"]

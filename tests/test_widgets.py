@@ -13,6 +13,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
+from on_screen import show_widget
 
 from widgets.colormap import apply_colormap, available_colormaps, colormap_lut
 
@@ -63,6 +64,16 @@ def foreground(rgb: np.ndarray, skip_title_rows: int = 0) -> np.ndarray:
 
 def settle(qtbot, ms: int = 100) -> None:
     qtbot.wait(ms)
+
+
+def shown_retarget_grid(qtbot, coarse_rounds: int | None = None):
+    """A RetargetGrid shown at 900x600 (``coarse_rounds`` set before it shows anything)."""
+    from widgets.retarget_grid import RetargetGrid
+
+    grid = RetargetGrid()
+    if coarse_rounds is not None:
+        grid.coarse_rounds = coarse_rounds
+    return show_widget(qtbot, grid, 900, 600)
 
 
 # -- colormap (no display needed) ---------------------------------------------------------------
@@ -134,11 +145,7 @@ def test_normals_from_the_frame_worker_light_faces_as_the_widget_would():
 def test_hmc_views_show_frames_states_and_roi(qtbot):
     from widgets.hmc_views import HMCViews
 
-    views = HMCViews()
-    qtbot.addWidget(views)
-    views.resize(900, 300)
-    views.show()
-    qtbot.waitExposed(views)
+    views = show_widget(qtbot, HMCViews(), 900, 300)
     settle(qtbot)
     blank = qimage_array(views.grab().toImage())
 
@@ -186,11 +193,7 @@ def test_three_new_camera_frames_cost_one_window_repaint(qtbot):
                 self.repaints += 1
             return False
 
-    views = HMCViews()
-    qtbot.addWidget(views)
-    views.resize(600, 200)
-    views.show()
-    qtbot.waitExposed(views)
+    views = show_widget(qtbot, HMCViews(), 600, 200)
     counter = Counter()
     views.window().installEventFilter(counter)
     rng = np.random.default_rng(2)
@@ -230,16 +233,7 @@ def test_hmc_views_pass_frames_through_unscaled(qtbot):
 
 
 # -- mesh viewer -----------------------------------------------------------------------------
-@pytest.fixture
-def viewer(qtbot):
-    from widgets.mesh_viewer import MeshViewer
-
-    w = MeshViewer()
-    qtbot.addWidget(w)
-    w.resize(800, 450)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
+# (the ``viewer`` fixture, a shown MeshViewer, is in conftest.py)
 
 
 @gui
@@ -694,13 +688,7 @@ def test_neutral_panel_shows_mismatch_in_red(qtbot):
 @gui
 @opengl
 def test_retarget_grid_renders_one_view_per_target(qtbot):
-    from widgets.retarget_grid import RetargetGrid
-
-    grid = RetargetGrid()
-    qtbot.addWidget(grid)
-    grid.resize(900, 600)
-    grid.show()
-    qtbot.waitExposed(grid)
+    grid = shown_retarget_grid(qtbot)
     names = ["ann", "bob", "cyd", "dee"]
     vertices, faces, uvs = dome_mesh()
     grid.set_topology(faces, uvs)
@@ -802,17 +790,10 @@ def test_coarse_faces_halve_the_kit_face_and_keep_its_surface():
 def test_retarget_cells_draw_the_coarse_mesh_like_the_full_one(qtbot):
     """The thumbnails draw about half the triangles, and look the same as with the full mesh: the
     same silhouette and shading, with the mouth open."""
-    from widgets.retarget_grid import RetargetGrid
-
     fm, _, opened = _open_mouth_face()
     images, drawn = {}, {}
     for rounds in (0, 4):
-        grid = RetargetGrid()
-        qtbot.addWidget(grid)
-        grid.coarse_rounds = rounds
-        grid.resize(900, 600)
-        grid.show()
-        qtbot.waitExposed(grid)
+        grid = shown_retarget_grid(qtbot, coarse_rounds=rounds)
         grid.set_topology(fm.topology.faces, fm.topology.uvs)
         grid.set_subjects(["ann", "bob"])
         grid.set_targets(["ann", "bob"])
