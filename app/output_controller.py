@@ -73,10 +73,10 @@ class OutputController(QObject):
     """Session frames -> OutputStreamer; panel edits -> settings; streamer stats -> panel."""
 
     def __init__(self, session: Any, panel: OutputPanel, qsettings: QSettings,
-                 shown: Callable[[QWidget], bool] | None = None) -> None:
+                 shown: Callable[[QWidget], bool] = QWidget.isVisible) -> None:
         super().__init__()
         self.session, self.panel = session, panel
-        self._shown = shown or (lambda w: w.isVisible() and not w.visibleRegion().isEmpty())
+        self._shown = shown  # in the studio: MainWindow.on_screen (a dock behind a tab is not shown)
         self.profiles = OutputProfiles(qsettings)
         self.profile = self.profiles.current()
         self.config = self.profiles.load(self.profile)
