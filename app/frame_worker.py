@@ -26,8 +26,8 @@ from PySide6.QtCore import QThread, Signal
 from app.logs import LOG, report
 from app.subjects import NeutralSource, SubjectSpec
 from app.worker_protocol import (CloseSource, Command, FrameBundle, LoadModel, OpenSource, Play, Quit, Refresh,
-                                 ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, SourceOpened,
-                                 Step, SubjectSet, TargetsSet, Wake)
+                                 ResolveSubject, Seek, SetLoop, SetPaced, SetRois, SetSpeed, SetSubject, SetTargets, ShowTargets,
+                                 SourceOpened, Step, SubjectSet, TargetsSet, Wake)
 from engine.mesh_normals import TopologyNormals
 from engine.runtime.sources import GT_CACHE_FRAMES, FrameSource, SourceFrame, open_source
 
@@ -75,6 +75,7 @@ class FrameWorker(QThread):
         self._truth_normals: dict[int, np.ndarray] = {}  # a recorded source's ground-truth normals, by frame
         self._subject_override: SubjectSpec | None = None
         self._targets: list[SubjectSpec] = []
+        self._targets_shown = True  # the retarget grid is on screen: make the targets' textures and normals
         self._rois: list = [None, None, None]
         self._playing = False
         self._speed = 1.0
@@ -90,7 +91,7 @@ class FrameWorker(QThread):
         self._handlers: dict[type, Callable[[Any], None]] = {
             OpenSource: self._open, CloseSource: lambda _c: self._close_source(), LoadModel: self._load_model,
             SetSubject: self._set_subject, ResolveSubject: self._resolve_again,
-            SetTargets: self._set_targets, SetRois: self._set_rois,
+            SetTargets: self._set_targets, ShowTargets: self._show_targets, SetRois: self._set_rois,
             Play: self._play, Seek: self._seek, Step: self._step, SetSpeed: self._set_speed,
             SetLoop: self._set_loop, SetPaced: self._set_paced, Refresh: lambda _c: self._refresh(),
             Wake: lambda _c: None, Quit: self._stop_loop}
@@ -252,6 +253,12 @@ class FrameWorker(QThread):
         self._apply_targets()
         self._refresh()
 
+    def _show_targets(self, command: ShowTargets) -> None:
+        shown = bool(command.shown)
+        if shown and not self._targets_shown:
+            self._refresh()  # a paused capture's grid gets the textures it skipped at once
+        self._targets_shown = shown
+
     def _set_rois(self, command: SetRois) -> None:
         self._rois = list(command.rois)
         if self.engine is not None:
@@ -401,8 +408,9 @@ class FrameWorker(QThread):
         if engine is None or engine.subject is None or not frame.complete:
             return bundle
         t0 = time.perf_counter()
+        drawable = self._targets_shown
         try:
-            result = engine(frame.images)
+            result = engine(frame.images, target_textures=drawable)
         except Exception as err:
             self._problem(report(err, "inference failed"))
             return bundle
@@ -411,12 +419,14 @@ class FrameWorker(QThread):
         bundle.mesh, bundle.texture, bundle.code = result.mesh, result.texture, result.code
         bundle.embedding = result.embedding
         bundle.targets = {name: (t.mesh, t.texture) for name, t in result.targets.items()}
+        bundle.targets_drawable = drawable
         gt = frame.ground_truth
         if self._normals is not None:
             bundle.normals = _normals_of(self._normals, {"mesh": result.mesh})
             if (truth := self._ground_truth_normals(frame.index, gt, live)) is not None:
                 bundle.normals["ground_truth"] = truth
-            bundle.target_normals = _normals_of(self._normals, {n: t.mesh for n, t in result.targets.items()})
+            if drawable:
+                bundle.target_normals = _normals_of(self._normals, {n: t.mesh for n, t in result.targets.items()})
         if gt is not None and gt.shape == result.mesh.shape:
             bundle.vertex_error = np.linalg.norm(result.mesh - gt, axis=1).astype(np.float32)
             if self._masks is not None:

@@ -265,6 +265,8 @@ class MainWindow(QMainWindow):
         self.hmc.roi_changed.connect(s.set_roi)
         for name in ("retarget", "errors", "latency"):  # hidden views are skipped; catch up when shown
             self.docks[name].visibilityChanged.connect(self._on_dock_shown)
+        # off screen, the grid's targets need no textures or normals from the worker either
+        self.docks["retarget"].visibilityChanged.connect(lambda _shown: s.set_targets_shown(self.on_screen(self.retarget)))
         self.playback.loop_check.setChecked(True)
         self.outputs = OutputController(s, self.output_panel, self.settings.qsettings, shown=self.on_screen)
 

@@ -85,7 +85,7 @@ class FramePresenter:
                 self.viewer.set_ground_truth(gt, bundle.normals.get("ground_truth"))
             if self.viewer.mode == "error":
                 self.viewer.set_error(bundle.vertex_error, self.error_scale_mm)
-        if bundle.targets and self.shown(self.grid):
+        if bundle.targets and bundle.targets_drawable and self.shown(self.grid):
             self.grid.set_meshes(bundle.targets, bundle.target_normals)
         if not bundle.live:
             self.playback.set_frame(bundle.index)
@@ -96,9 +96,12 @@ class FramePresenter:
             self.refresh_plots(errors)
 
     def show_hidden(self, errors: ErrorHistory) -> None:
-        """Bring views that were hidden (and so skipped) up to date with the last frame."""
-        if self.last is not None and self.last.targets and self.shown(self.grid):
-            self.grid.set_meshes(self.last.targets, self.last.target_normals)
+        """Bring views that were hidden (and so skipped) up to date with the last frame. Targets made
+        while the grid was off screen have no textures: the grid waits for the next frame instead
+        (the worker re-runs a paused frame when told the grid is shown, Session.set_targets_shown)."""
+        last = self.last
+        if last is not None and last.targets and last.targets_drawable and self.shown(self.grid):
+            self.grid.set_meshes(last.targets, last.target_normals)
         self.refresh_plots(errors)
 
     def refresh_plots(self, errors: ErrorHistory) -> None:

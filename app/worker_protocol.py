@@ -59,6 +59,15 @@ class SetTargets:
 
 
 @dataclass(frozen=True)
+class ShowTargets:
+    """Whether the retarget grid is on screen. While it is not, the targets' meshes are still made
+    (outputs stream them, exports write them) but not their textures and normals, which only the
+    grid draws."""
+
+    shown: bool
+
+
+@dataclass(frozen=True)
 class SetRois:
     rois: tuple[Roi | None, Roi | None, Roi | None]
 
@@ -112,7 +121,8 @@ class Quit:
     pass
 
 
-Command = Union[OpenSource, CloseSource, LoadModel, SetSubject, ResolveSubject, SetTargets, SetRois, Play, Seek, Step,
+Command = Union[OpenSource, CloseSource, LoadModel, SetSubject, ResolveSubject, SetTargets, ShowTargets, SetRois, Play,
+                Seek, Step,
                 SetSpeed, SetLoop, SetPaced, Refresh, Wake, Quit]
 
 
@@ -174,6 +184,7 @@ class FrameBundle:
     code: np.ndarray | None = None
     embedding: np.ndarray | None = None  # (E,) the identity-free expression code e (the ARKit head reads it)
     targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    targets_drawable: bool = True  # False: made while the grid was off screen, without textures and normals
     # smooth vertex normals computed by the worker (on the GUI thread lighting costs ~2 ms a face):
     # of "mesh" and "ground_truth", and of each target by name; absent when not in this topology
     normals: dict[str, np.ndarray] = field(default_factory=dict)

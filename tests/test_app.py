@@ -435,8 +435,25 @@ def test_retarget_subjects_shape_only_and_textured(qtbot, window, sample, tmp_pa
     shown = len(frames.bundles)
     qtbot.waitUntil(lambda: len(frames.bundles) >= shown + 10, timeout=WAIT_MS)  # the studio plays on
     assert draws == [], "a grid behind a tab was drawn"
+    hidden = frames.bundles[shown + 5:]  # past the frames already in flight when the tab changed
+    assert hidden and all(b.targets_drawable is False and set(b.targets) == {"id001", "id002"}
+                          and all(tex is None for _m, tex in b.targets.values()) and not b.target_normals
+                          for b in hidden if b.fresh), "textures and normals made for a grid nobody sees"
     window.docks["retarget"].raise_()  # in front again: drawn (and caught up) at once
     qtbot.waitUntil(lambda: window.on_screen(grid) and len(draws) > 0, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: frames.last.targets_drawable and frames.last.targets["id001"][1] is not None,
+                    timeout=WAIT_MS)
+    # paused behind the tab, then raised: the frame on screen is made again with the textures
+    window.docks["output"].raise_()
+    qtbot.waitUntil(lambda: frames.last.targets_drawable is False, timeout=WAIT_MS)
+    s.pause()
+    qtbot.waitUntil(lambda: not s.playing, timeout=WAIT_MS)
+    qtbot.wait(200)
+    assert frames.last.targets_drawable is False
+    made = len(frames.bundles)
+    window.docks["retarget"].raise_()
+    qtbot.waitUntil(lambda: len(frames.bundles) > made and frames.last.targets_drawable
+                    and frames.last.targets["id001"][1] is not None, timeout=WAIT_MS)
 
 
 # --------------------------------------------------------------------------- export and tools

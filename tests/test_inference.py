@@ -113,6 +113,22 @@ def test_texture_for_target_with_adapter_and_avatar(engine):
     assert r.targets["id000"].texture.shape == (TEXTURE, TEXTURE)
 
 
+def test_target_textures_can_be_skipped_while_meshes_and_the_subject_stay(engine):
+    """What the studio asks while its retarget grid is off screen: the targets' meshes (outputs and
+    exports use them) and the subject's texture, without the targets' codes and textures."""
+    engine.set_subject("id000", avatar_dir=StandInAvatar(0))
+    engine.add_target("id000", avatar_dir=StandInAvatar(1))  # a textured target (its own F_i)
+    engine.add_target("id001")
+    full, lean = engine(frames()), engine(frames(), target_textures=False)
+    assert full.targets["id000"].texture is not None
+    assert lean.targets["id000"].texture is None and lean.targets["id001"].texture is None
+    for name in ("id000", "id001"):
+        np.testing.assert_array_equal(lean.targets[name].mesh, full.targets[name].mesh)
+    np.testing.assert_array_equal(lean.texture, full.texture)
+    np.testing.assert_array_equal(lean.code, full.code)
+    assert engine(frames()).targets["id000"].texture is not None, "the default makes them again"
+
+
 def test_roi_crop_and_resize(engine):
     size = engine.image_size
     image = np.zeros((3, 100, 120), np.uint8)

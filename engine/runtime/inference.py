@@ -379,8 +379,11 @@ class InferenceEngine:
             out[0, c] = resize_square(crop_roi(image, roi, c), s)
         return out
 
-    def __call__(self, frames: np.ndarray | Sequence[np.ndarray],
-                 rois: Sequence[Roi | None] | None = None) -> FrameResult:
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray], rois: Sequence[Roi | None] | None = None,
+                 target_textures: bool = True) -> FrameResult:
+        """One frame for the subject and every target. ``target_textures=False`` skips the targets'
+        codes and textures (their meshes are still made): a studio whose retarget grid is off screen
+        still streams and exports the targets' faces, but nobody sees their textures."""
         with self._lock:
             if self._subject is None:
                 raise RuntimeError("InferenceEngine: no subject set; call set_subject(name, neutral) first")
@@ -390,10 +393,12 @@ class InferenceEngine:
             t1 = time.perf_counter()
             e, meshes = self._runner.shape(x, self._neutrals)
             t2 = time.perf_counter()
-            adapted = [r.name for r in rows if r.has_adapter]
+            looked = rows if target_textures else rows[:1]
+            adapted = [r.name for r in looked if r.has_adapter]
             codes: dict[str, np.ndarray] = dict(zip(adapted, self._runner.codes(adapted, e))) if adapted else {}
             textures = [decode_texture(r.avatar, codes[r.name], self.view)[0]
-                        if r.has_adapter and r.avatar is not None else None for r in rows]
+                        if r.name in codes and r.avatar is not None else None for r in looked]
+            textures += [None] * (len(rows) - len(looked))
             t3 = time.perf_counter()
         subject = rows[0]
         return FrameResult(
